@@ -1,0 +1,1 @@
+"""fusionedge.export: PyTorch -> one self-describing ONNX file."""

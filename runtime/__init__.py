@@ -1,0 +1,1 @@
+"""fusionedge.runtime: numpy + ONNX Runtime inference, no torch."""

@@ -1,0 +1,57 @@
+"""Evaluation results in the shape every `fusionedge eval` prints, for any backend.
+
+A backend (PyTorch for run folders, ONNX Runtime for model files) supplies the fused
+scores and a function that scores the same samples under another `present` mask;
+everything else (metrics, the single-modality breakdown, the JSON keys) is shared here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from fusionedge.arrays import SampleArrays
+from fusionedge.metrics import task_metrics
+from fusionedge.spec import ModelSpec
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+def evaluate_scores(spec: ModelSpec, arrays: SampleArrays, scores: np.ndarray,
+                    score_with: ScoreFn | None = None) -> dict[str, Any]:
+    """The eval object: {"n", "metrics", "by_modality"}.
+
+    by_modality[m] is the model given only modality m, every other one marked missing,
+    over all n samples (a sample without m then has nothing to go on, as in the field);
+    "n_present" counts the samples that have m and "accuracy_when_present" (classification)
+    scores those alone.
+
+    Args:
+        spec: The model's spec.
+        arrays: Labelled samples.
+        scores: The model's scores [N, C] with the samples' own present masks.
+        score_with: present mask -> scores; None skips by_modality.
+    """
+    if arrays.targets is None:
+        raise ValueError("evaluation needs labelled samples")
+    result: dict[str, Any] = {"n": len(arrays),
+                              "metrics": task_metrics(spec.task, arrays.targets, scores)}
+    if score_with is None:
+        return result
+    result["by_modality"] = {}
+    for j, m in enumerate(spec.modalities):
+        only = np.zeros_like(arrays.present)
+        only[:, j] = arrays.present[:, j]
+        alone = score_with(only)
+        entry = task_metrics(spec.task, arrays.targets, alone)
+        entry.pop("confusion_matrix", None)
+        entry.pop("recall_per_class", None)
+        has = arrays.present[:, j]
+        entry["n_present"] = int(has.sum())
+        if "accuracy" in entry and spec.task in ("multiclass", "binary") and has.any():
+            entry["accuracy_when_present"] = float(
+                (alone[has].argmax(axis=1) == arrays.targets[has]).mean())
+        result["by_modality"][m] = entry
+    return result

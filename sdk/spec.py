@@ -1,0 +1,325 @@
+"""ModelSpec: the contract that travels with every checkpoint and every ONNX file.
+
+A spec says which modalities a model takes and how each one is preprocessed, what the
+labels are, which encoders, fusion and head it is built from, and how well it trained.
+Training, export and the runtime all read preprocessing parameters from here and nowhere
+else, so a model file carries everything needed to feed it.
+
+Every class is a frozen dataclass that round-trips through JSON. Parsing is strict: an
+unknown key or a wrong type is an error that names the key, because a silently ignored
+field in a deployed model is a wrong prediction nobody can explain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from fusionedge.version import __version__
+
+SCHEMA_VERSION = 1
+MODALITIES = ("image", "audio", "text")
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+
+Modality = Literal["image", "audio", "text"]
+Task = Literal["multiclass", "binary", "multilabel", "regression"]
+
+
+class SpecError(ValueError):
+    """A spec (or a config built the same way) is malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Host side: decode to RGB and resize to (height, width). Graph side: normalise.
+
+    Attributes:
+        height: Model input height in pixels.
+        width: Model input width in pixels.
+        resize: "stretch" resizes to the target ignoring aspect ratio; "letterbox" keeps
+            the aspect ratio and pads with black.
+        mean: Per-channel RGB mean subtracted inside the graph, on the 0-1 scale.
+        std: Per-channel RGB standard deviation divided inside the graph.
+    """
+
+    height: int = 64
+    width: int = 64
+    resize: Literal["stretch", "letterbox"] = "stretch"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    def __post_init__(self) -> None:
+        _require(self.height >= 8 and self.width >= 8, "image.height/width", "at least 8")
+        _require(self.resize in ("stretch", "letterbox"), "image.resize", "stretch or letterbox")
+        _require(all(s > 0 for s in self.std), "image.std", "positive values")
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """Host side: mono PCM at sample_rate, windows of num_samples. Graph side: log-mel.
+
+    Attributes:
+        sample_rate: Hz of the PCM the model takes; other rates are resampled to it.
+        num_samples: Samples per window (the live loop feeds the last num_samples).
+        n_fft: DFT size of the log-mel front end (a Conv1d with fixed kernels).
+        hop_length: Samples between log-mel frames.
+        n_mels: Mel bands.
+        f_min: Lowest mel band edge in Hz.
+        f_max: Highest mel band edge in Hz; None means sample_rate / 2.
+        log_floor: Added before the log so silence stays finite.
+    """
+
+    sample_rate: int = 16000
+    num_samples: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    f_min: float = 20.0
+    f_max: float | None = None
+    log_floor: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _require(self.sample_rate >= 1000, "audio.sample_rate", "at least 1000 Hz")
+        _require(self.num_samples >= self.n_fft, "audio.num_samples", "at least n_fft")
+        _require(0 < self.hop_length <= self.n_fft, "audio.hop_length", "in (0, n_fft]")
+        _require(self.n_mels >= 1, "audio.n_mels", "at least 1")
+        top = self.sample_rate / 2 if self.f_max is None else self.f_max
+        _require(0 <= self.f_min < top <= self.sample_rate / 2, "audio.f_min/f_max",
+                 "0 <= f_min < f_max <= sample_rate / 2")
+
+    @property
+    def window_seconds(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    @property
+    def num_frames(self) -> int:
+        """Log-mel frames per window (the DFT convolution has no padding)."""
+        return 1 + (self.num_samples - self.n_fft) // self.hop_length
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """A character vocabulary learned from the training text.
+
+    Characters keep typos meaningful ("sevn" still shares most of "seven"), which a word
+    vocabulary would map to one unknown token. Index 0 is padding, 1 is unknown.
+
+    Attributes:
+        kind: Tokenizer family; only "char" today.
+        vocab: The characters with ids 2, 3, ... in order.
+        lowercase: Lower-case text (after NFKC normalisation) before lookup.
+    """
+
+    kind: Literal["char"] = "char"
+    vocab: tuple[str, ...] = ()
+    lowercase: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.kind == "char", "text.tokenizer.kind", '"char"')
+        _require(all(len(c) == 1 for c in self.vocab), "text.tokenizer.vocab",
+                 "single characters")
+        _require(len(set(self.vocab)) == len(self.vocab), "text.tokenizer.vocab",
+                 "unique characters")
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + 2
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """Tokens are padded or cut to max_length; the length is fixed (see DESIGN.md pitfalls).
+
+    Attributes:
+        max_length: Tokens per sample.
+        tokenizer: The learned vocabulary.
+    """
+
+    max_length: int = 32
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+
+    def __post_init__(self) -> None:
+        _require(self.max_length >= 1, "text.max_length", "at least 1")
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A registered part (encoder, fusion or head) by name, with its keyword arguments."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build, feed and interpret a fused model.
+
+    Attributes:
+        modalities: The modalities the model takes, in the canonical order of MODALITIES.
+        labels: Class names (multiclass, binary, multilabel) or the target name
+            (regression). Score column i belongs to labels[i].
+        task: What the head predicts.
+        image: Image preprocessing, present iff "image" is in modalities.
+        audio: Audio preprocessing, present iff "audio" is in modalities.
+        text: Text preprocessing, present iff "text" is in modalities.
+        encoders: One component per modality.
+        fusion: How the per-modality embeddings are combined.
+        head: The task head.
+        embed_dim: Width of each modality embedding and of the fused embedding.
+        metrics: Validation metrics recorded at training time (informational).
+        fusionedge_version: The version that wrote the spec.
+        schema_version: Bumped whenever a reader of an older version would misread it.
+    """
+
+    modalities: tuple[str, ...]
+    labels: tuple[str, ...]
+    task: Task
+    encoders: dict[str, ComponentSpec]
+    fusion: ComponentSpec
+    head: ComponentSpec
+    embed_dim: int = 64
+    image: ImageSpec | None = None
+    audio: AudioSpec | None = None
+    text: TextSpec | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fusionedge_version: str = __version__
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        _require(len(self.modalities) > 0, "modalities", f"a non-empty subset of {MODALITIES}")
+        _require(list(self.modalities) == [m for m in MODALITIES if m in self.modalities],
+                 "modalities", f"distinct names from {MODALITIES} in that order")
+        for m in MODALITIES:
+            has = getattr(self, m) is not None
+            _require(has == (m in self.modalities), m,
+                     f"a section exactly when {m!r} is one of the modalities")
+        _require(set(self.encoders) == set(self.modalities), "encoders",
+                 f"one encoder for each of {self.modalities}")
+        _require(self.task in TASKS, "task", f"one of {TASKS}")
+        _require(len(self.labels) >= 1, "labels", "at least one label")
+        _require(len(set(self.labels)) == len(self.labels), "labels", "unique names")
+        if self.task == "binary":
+            _require(len(self.labels) == 2, "labels", "exactly two labels for a binary task")
+        if self.task == "regression":
+            _require(len(self.labels) == 1, "labels", "one target name for regression")
+        _require(self.embed_dim >= 1, "embed_dim", "at least 1")
+
+    @property
+    def num_outputs(self) -> int:
+        """Columns of the `scores` output."""
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"a model spec is a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise SpecError(
+                f"spec schema_version {version!r} is newer than this fusionedge "
+                f"({__version__}) reads (up to {SCHEMA_VERSION}); upgrade fusionedge"
+            )
+        return from_dict(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"a model spec must be JSON: {e}") from e
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def _require(ok: bool, key: str, accepted: str) -> None:
+    if not ok:
+        raise SpecError(f"{key}: expected {accepted}")
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Any, path: str = "") -> T:
+    """Builds dataclass `cls` from JSON-like data, checking keys and types on the way.
+
+    Shared with the training config, which is built from YAML the same way.
+
+    Raises:
+        SpecError: naming the dotted key that is unknown, missing or of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{path or cls.__name__}: expected an object, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SpecError(f"{path + '.' if path else ''}{unknown[0]}: unknown key; "
+                        f"accepted keys are {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, f"{path}.{name}" if path else name)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required key is missing
+        raise SpecError(f"{path or cls.__name__}: {e}") from e
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, path)
+            except SpecError as e:
+                errors.append(str(e))
+        raise SpecError(errors[0] if len(errors) == 1 else f"{path}: no accepted type fits "
+                        f"{value!r} ({'; '.join(errors)})")
+    if origin is Literal:
+        if value not in args:
+            raise SpecError(f"{path}: expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise SpecError(f"{path}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise SpecError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{path}: expected an object, got {value!r}")
+        return {k: _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise SpecError(f"{path}: expected a {tp.__name__}, got {value!r}")
+        return value
+    raise SpecError(f"{path}: unsupported field type {tp!r}")  # a bug in the dataclass

@@ -1,0 +1,1 @@
+"""fusionedge.training: encoders, fusions, heads, the training loop and checkpoints (torch)."""

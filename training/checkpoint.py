@@ -1,0 +1,122 @@
+"""Checkpoints: one safetensors file each, with the spec and training state as JSON metadata.
+
+No pickle anywhere: tensors (weights, optimiser moments, the torch RNG state) are
+safetensors entries; everything else (the spec, epoch counters, optimiser hyper-parameters)
+is JSON in the file's metadata. Writes go to a temporary file that is fsynced and then
+renamed over the old one, so a run killed at any instant leaves either the previous
+checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fusionedge.spec import ModelSpec
+
+FORMAT = "fusionedge.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A file is not a fusionedge checkpoint, or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    spec: ModelSpec
+    model: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    optimizer: dict[str, Any] | None = None
+    rng: torch.Tensor | None = None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes data to path so that readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, spec: ModelSpec, model: torch.nn.Module,
+                    state: dict[str, Any] | None = None,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Saves weights (and, for resuming, optimiser and RNG state) to one safetensors file."""
+    from safetensors.torch import save
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "fusionedge.spec": spec.to_json(indent=None),
+            "state": json.dumps(state or {})}
+    if optimizer is not None:
+        opt = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, values in opt["state"].items():
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(index), {})[key] = value
+        meta["optimizer"] = json.dumps({"param_groups": opt["param_groups"], "scalars": scalars})
+        tensors["rng.torch"] = torch.get_rng_state()
+    atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Reads a checkpoint written by save_checkpoint.
+
+    Raises:
+        CheckpointError: the file is not a safetensors file or not a fusionedge checkpoint.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a fusionedge checkpoint (metadata format is "
+                              f"{meta.get('format')!r}, expected {FORMAT!r})")
+    spec = ModelSpec.from_json(meta["fusionedge.spec"])
+    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer = None
+    if "optimizer" in meta:
+        opt_meta = json.loads(meta["optimizer"])
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        for index, values in opt_meta["scalars"].items():
+            state.setdefault(int(index), {}).update(values)
+        optimizer = {"state": state, "param_groups": opt_meta["param_groups"]}
+    return Checkpoint(spec, model, json.loads(meta.get("state", "{}")), optimizer,
+                      tensors.get("rng.torch"))
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Builds the model from the checkpoint's spec and loads its weights (eval mode)."""
+    from fusionedge.training.model import FusedModel
+
+    ckpt = load_checkpoint(path)
+    model = FusedModel(ckpt.spec)
+    try:
+        model.load_state_dict(ckpt.model)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its spec describes: {e}") from e
+    return model.to(device).eval()

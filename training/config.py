@@ -1,0 +1,194 @@
+"""Training configuration: frozen dataclasses, a YAML file, and --set key=value overrides.
+
+    fusionedge train --data D --out R --config small.yaml --set model.fusion=gated \\
+        --set optim.lr=0.001 --set image.height=96
+
+Keys are the dotted field paths below; an unknown key is an error that lists the keys
+accepted at that level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fusionedge.spec import AudioSpec, ImageSpec, SpecError, from_dict
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which registered parts make the model, and their keyword arguments.
+
+    Attributes:
+        image_encoder: Name in the image encoder registry.
+        audio_encoder: Name in the audio encoder registry.
+        text_encoder: Name in the text encoder registry.
+        fusion: Name in the fusion registry.
+        task: "auto" infers it from the labels (strings: multiclass, or binary with two
+            classes; lists: multilabel; numbers: regression).
+        embed_dim: Width of every modality embedding and of the fused embedding.
+        encoder_params: Extra keyword arguments per modality, e.g. {"image": {"width": 32}}.
+        fusion_params: Extra keyword arguments of the fusion.
+        head_params: Extra keyword arguments of the head, e.g. {"hidden": 64}.
+    """
+
+    image_encoder: str = "small_cnn"
+    audio_encoder: str = "mel_cnn"
+    text_encoder: str = "gru"
+    fusion: str = "concat"
+    task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = "auto"
+    embed_dim: int = 64
+    encoder_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fusion_params: dict[str, Any] = field(default_factory=dict)
+    head_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (linear warmup, then cosine to min_lr_ratio).
+
+    Attributes:
+        name: "adamw" or "sgd" (with Nesterov momentum).
+        lr: Peak learning rate.
+        weight_decay: Decoupled weight decay (AdamW) or L2 (SGD); not applied to biases,
+            norms, embeddings of positions and placeholders.
+        momentum: SGD momentum.
+        warmup_epochs: Epochs of linear warmup (fractions allowed).
+        min_lr_ratio: Final learning rate as a fraction of lr.
+        grad_clip: Max global gradient norm; 0 turns clipping off.
+    """
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.02
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved as RUN/config.json.
+
+    Attributes:
+        image: Image preprocessing of the model (size, resize mode, normalisation).
+        audio: Audio preprocessing of the model (rate, window, log-mel).
+        text_max_length: Tokens per text input.
+        model: The model's parts.
+        optim: Optimiser and schedule.
+        epochs: Maximum epochs.
+        batch_size: Samples per optimiser step.
+        patience: Epochs without validation improvement before stopping early; 0 never.
+        seed: Seeds weights, shuffling and modality dropout; CPU runs repeat exactly.
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        amp: Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling).
+        modality_dropout: Per-modality probability of hiding it from a training sample,
+            so the model learns to predict when a camera is covered or a mic is off.
+        threads: CPU threads for torch; 0 keeps torch's default.
+        tensorboard: Write TensorBoard logs to RUN/tensorboard when tensorboard is installed.
+    """
+
+    image: ImageSpec = field(default_factory=ImageSpec)
+    audio: AudioSpec = field(default_factory=AudioSpec)
+    text_max_length: int = 32
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 30
+    batch_size: int = 64
+    patience: int = 6
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    modality_dropout: dict[str, float] = field(
+        default_factory=lambda: {"image": 0.15, "audio": 0.15, "text": 0.15})
+    threads: int = 0
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        for key, ok, accepted in [
+            ("epochs", self.epochs >= 1, "at least 1"),
+            ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("patience", self.patience >= 0, "0 (off) or more"),
+            ("text_max_length", self.text_max_length >= 1, "at least 1"),
+            ("optim.lr", self.optim.lr > 0, "a positive number"),
+            ("threads", self.threads >= 0, "0 (default) or more"),
+        ]:
+            if not ok:
+                raise SpecError(f"{key}: expected {accepted}")
+        for m, p in self.modality_dropout.items():
+            if m not in ("image", "audio", "text") or not 0.0 <= p < 1.0:
+                raise SpecError(f"modality_dropout.{m}: expected a modality name (image, "
+                                f"audio, text) with a probability in [0, 1), got {p!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """"optim.lr=1e-3" -> ("optim.lr", 0.001). Values are parsed as YAML scalars/lists."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set expects key=value (e.g. optim.lr=0.001), got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise SpecError(f"--set {item!r}: the value is not valid YAML: {e}") from e
+    return key.strip(), value
+
+
+def _set_path(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """Defaults, then the YAML (or JSON) file, then each --set override, in that order.
+
+    Raises:
+        SpecError: naming the key that is unknown or of the wrong type.
+        FileNotFoundError: the config file does not exist.
+    """
+    import yaml
+
+    tree = TrainConfig().to_dict()
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise SpecError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(loaded, dict):
+            raise SpecError(f"{path}: expected a mapping of config keys at the top level")
+        tree = _merge(tree, loaded)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+    return from_dict(TrainConfig, tree)
+
+
+def config_from_json(text: str) -> TrainConfig:
+    return from_dict(TrainConfig, json.loads(text))

@@ -1,0 +1,42 @@
+"""`fusionedge eval` for a run folder: the best checkpoint, in PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fusionedge.arrays import load_arrays
+from fusionedge.manifest import read_manifest
+from fusionedge.training.checkpoint import load_checkpoint, load_model
+from fusionedge.training.device import resolve_device
+from fusionedge.training.predict import evaluate_arrays
+
+
+def resolve_checkpoint(model: str | Path) -> Path:
+    """A run folder (its best.safetensors) or a checkpoint file itself."""
+    path = Path(model)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path} (expected a run folder written by "
+                                "`fusionedge train`, or a .safetensors checkpoint)")
+    return path
+
+
+def evaluate_run(model: str | Path, data: str | Path, split: str = "test",
+                 device: str = "auto") -> dict[str, Any]:
+    """Evaluates a trained model on one split of a data set, fused and per modality."""
+    path = resolve_checkpoint(model)
+    spec = load_checkpoint(path).spec
+    manifest = read_manifest(data)
+    records = manifest.split(split)
+    if not records:
+        raise ValueError(f"{manifest.path}: the {split!r} split is empty")
+    torch_device = resolve_device(device)
+    arrays = load_arrays(records, spec, manifest.path)
+    result = evaluate_arrays(load_model(path, torch_device), spec, arrays, torch_device,
+                             by_modality=True)
+    result.pop("loss")
+    result.update(model=str(path), data=str(manifest.path), split=split,
+                  modalities=list(spec.modalities), labels=list(spec.labels), task=spec.task)
+    return result

@@ -1,0 +1,264 @@
+"""The training loop: data set in, run folder out.
+
+A run folder holds config.json, spec.json, best.safetensors, last.safetensors, log.csv,
+metrics.json and tensorboard/. `last` is written after every epoch with everything needed
+to resume (optimiser moments, RNG state, counters); a resumed CPU run is bit-for-bit the
+run that was never interrupted, because every random choice of an epoch is drawn from
+a generator seeded by (seed, epoch) and torch's RNG state is restored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fusionedge.arrays import SampleArrays, load_arrays
+from fusionedge.manifest import read_manifest
+from fusionedge.metrics import primary_metric
+from fusionedge.spec import ModelSpec
+from fusionedge.training.build import build_spec
+from fusionedge.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from fusionedge.training.config import TrainConfig, config_from_json
+from fusionedge.training.device import autocast_context, make_scaler, resolve_device
+from fusionedge.training.model import FusedModel, count_parameters
+from fusionedge.training.predict import evaluate_arrays, to_torch
+
+log = logging.getLogger(__name__)
+
+NO_DECAY = ("placeholders", "position", "query", "kind")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    spec: ModelSpec
+    best_epoch: int
+    best_metrics: dict[str, Any]
+    epochs_run: int
+
+
+class RunFolderError(ValueError):
+    """The output folder holds another run, or there is nothing to resume."""
+
+
+def lr_at(step: int, total: int, warmup: int, config: TrainConfig) -> float:
+    """Linear warmup to optim.lr, then cosine decay to optim.lr * min_lr_ratio."""
+    peak = config.optim.lr
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    floor = config.optim.min_lr_ratio
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim <= 1 or any(part in name.split(".") for part in NO_DECAY)
+        (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if config.optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum,
+                               nesterov=True)
+    return torch.optim.AdamW(groups, lr=config.optim.lr)
+
+
+def drop_modalities(present: np.ndarray, spec: ModelSpec, config: TrainConfig,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Hides modalities at random, but never every modality a sample has."""
+    p = np.array([config.modality_dropout.get(m, 0.0) for m in spec.modalities])
+    kept = present & ~(rng.random(present.shape) < p)
+    emptied = ~kept.any(axis=1) & present.any(axis=1)
+    kept[emptied] = present[emptied]
+    return kept
+
+
+class RunLog:
+    """CSV (always) and TensorBoard (when installed and enabled) per-epoch logs."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
+        self.csv_path = run_dir / "log.csv"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("tensorboard is not installed; logging to log.csv only "
+                         "(pip install 'fusionedge[train]')")
+            else:
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, row: dict[str, Any]) -> None:
+        new = not self.csv_path.exists()
+        with self.csv_path.open("a", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                out.writeheader()
+            out.writerow(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, row["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Trains a fused model on a manifest data set and writes a run folder.
+
+    Args:
+        data: Data set folder (or its manifest.jsonl).
+        out: Run folder to create, or to continue with resume=True.
+        config: Training configuration; with resume=True it must be None (the run's own
+            config.json is used, so the resumed run is the same run).
+        resume: Continue from out/last.safetensors.
+        progress: Show a progress bar on stderr.
+
+    Raises:
+        RunFolderError: out already holds a run (without resume), or holds none (with it).
+        ManifestError: the data set has problems.
+    """
+    run_dir = Path(out)
+    last_path, best_path = run_dir / "last.safetensors", run_dir / "best.safetensors"
+    if resume:
+        if config is not None:
+            raise RunFolderError("--resume continues the run with its own config.json; "
+                                 "do not pass a config or --set with it")
+        if not last_path.is_file():
+            raise RunFolderError(f"nothing to resume: {last_path} does not exist")
+        config = config_from_json((run_dir / "config.json").read_text())
+    else:
+        if last_path.exists():
+            raise RunFolderError(f"{run_dir} already holds a training run; pass --resume to "
+                                 "continue it or choose another --out")
+        config = config or TrainConfig()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    manifest = read_manifest(data)
+    train_records = manifest.split("train")
+    val_records = manifest.split("val")
+    if not train_records:
+        raise RunFolderError(f"{manifest.path}: no samples in the train split")
+    if not val_records:
+        # Without a validation split early stopping and "best" have nothing to go on;
+        # hold out a deterministic tenth of the training samples instead.
+        log.warning("no val split in %s: holding out every 10th training sample", manifest.path)
+        val_records = train_records[::10]
+        train_records = [r for i, r in enumerate(train_records) if i % 10]
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    checkpoint = load_checkpoint(last_path) if resume else None
+    spec = checkpoint.spec if checkpoint else build_spec(manifest, config, train_records)
+    t0 = time.perf_counter()
+    train_arrays = load_arrays(train_records, spec, manifest.path)
+    val_arrays = load_arrays(val_records, spec, manifest.path)
+    log.info("decoded %d train + %d val samples in %.1f s", len(train_arrays), len(val_arrays),
+             time.perf_counter() - t0)
+
+    model = FusedModel(spec).to(device)
+    optimizer = make_optimizer(model, config)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0,
+                             "bad_epochs": 0, "stopped": False}
+    if checkpoint:
+        model.load_state_dict(checkpoint.model)
+        optimizer.load_state_dict(checkpoint.optimizer)
+        torch.set_rng_state(checkpoint.rng)
+        state = checkpoint.state
+        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / "config.json", config.to_json().encode())
+        atomic_write_bytes(run_dir / "spec.json", spec.to_json().encode())
+        log.info("model: %s parameters, modalities %s, task %s, device %s",
+                 f"{count_parameters(model):,}", "+".join(spec.modalities), spec.task, device)
+
+    metric, higher_better = primary_metric(spec.task)
+    steps_per_epoch = math.ceil(len(train_arrays) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = max(1, round(config.optim.warmup_epochs * steps_per_epoch))
+    scaler = make_scaler(device, config.amp)
+    run_log = RunLog(run_dir, config.tensorboard)
+    tensors = to_torch(train_arrays)
+    try:
+        while state["epoch"] < config.epochs and not state.get("stopped"):
+            epoch = state["epoch"] + 1
+            t_epoch = time.perf_counter()
+            model.train()
+            rng = np.random.default_rng([config.seed, epoch])
+            order = rng.permutation(len(train_arrays))
+            present = drop_modalities(train_arrays.present, spec, config, rng)
+            losses = []
+            batches = range(0, len(order), config.batch_size)
+            if progress:
+                from tqdm import tqdm
+
+                batches = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+                               unit="batch")
+            for start in batches:
+                idx = torch.from_numpy(order[start : start + config.batch_size])
+                inputs = {m: tensors[m][idx].to(device, non_blocking=True)
+                          for m in spec.modalities}
+                mask = torch.from_numpy(present[idx.numpy()]).to(device)
+                target = tensors["targets"][idx].to(device)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(state["step"], total_steps, warmup, config)
+                with autocast_context(device, config.amp):
+                    logits, _ = model.logits_and_embedding(inputs, mask)
+                    loss = model.loss(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.optim.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(loss.item())
+                state["step"] += 1
+            val = evaluate_arrays(model, spec, val_arrays, device)
+            score = val["metrics"][metric]
+            improved = state["best"] is None or (
+                score > state["best"] if higher_better else score < state["best"])
+            state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
+            state["stopped"] = bool(config.patience) and state["bad_epochs"] >= config.patience
+            if improved:
+                state.update(best=score, best_epoch=epoch)
+                best_spec = spec.replace(metrics={"val": val["metrics"], "epoch": epoch})
+                save_checkpoint(best_path, best_spec, model)
+            save_checkpoint(last_path, spec, model, state, optimizer)
+            row = {"epoch": epoch, "step": state["step"], "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": float(np.mean(losses)), "val_loss": val["loss"],
+                   f"val_{metric}": score, "seconds": round(time.perf_counter() - t_epoch, 2)}
+            if "macro_f1" in val["metrics"] and metric != "macro_f1":
+                row["val_macro_f1"] = val["metrics"]["macro_f1"]
+            run_log.write(row)
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val %s %.4f%s", epoch,
+                     row["train_loss"], val["loss"], metric, score, " (best)" if improved else "")
+            if state["stopped"]:
+                log.info("stopping early: no val improvement for %d epochs", config.patience)
+                break
+    finally:
+        run_log.close()
+
+    best = load_checkpoint(best_path)
+    atomic_write_bytes(run_dir / "spec.json", best.spec.to_json().encode())
+    summary = {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
+               f"best_val_{metric}": state["best"], "val": best.spec.metrics.get("val", {})}
+    atomic_write_bytes(run_dir / "metrics.json", json.dumps(summary, indent=2).encode())
+    return TrainResult(run_dir, best.spec, state["best_epoch"], best.spec.metrics.get("val", {}),
+                       state["epoch"])
