@@ -50,10 +50,18 @@ class SampleArrays:
         return out
 
     def subset(self, index: np.ndarray | slice) -> SampleArrays:
-        pick = (lambda a: None if a is None else a[index])
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
         ids = list(np.asarray(self.ids, dtype=object)[index])
-        return SampleArrays(ids, self.present[index], pick(self.image), pick(self.audio),
-                            pick(self.tokens), pick(self.targets))
+        return SampleArrays(
+            ids,
+            self.present[index],
+            pick(self.image),
+            pick(self.audio),
+            pick(self.tokens),
+            pick(self.targets),
+        )
 
 
 def encode_targets(records: list[Record], spec: ModelSpec, manifest_path: Path) -> np.ndarray:
@@ -66,8 +74,14 @@ def encode_targets(records: list[Record], spec: ModelSpec, manifest_path: Path) 
     index = {name: i for i, name in enumerate(spec.labels)}
 
     def unknown(r: Record, value: object) -> None:
-        problems.append(Problem(manifest_path, r.line, "label",
-                                f"{value!r} is not one of the model's labels {list(spec.labels)}"))
+        problems.append(
+            Problem(
+                manifest_path,
+                r.line,
+                "label",
+                f"{value!r} is not one of the model's labels {list(spec.labels)}",
+            )
+        )
 
     if spec.task in ("multiclass", "binary"):
         targets = np.zeros(len(records), dtype=np.int64)
@@ -87,8 +101,14 @@ def encode_targets(records: list[Record], spec: ModelSpec, manifest_path: Path) 
         targets = np.zeros((len(records), 1), dtype=np.float32)
         for i, r in enumerate(records):
             if not isinstance(r.label, float):
-                problems.append(Problem(manifest_path, r.line, "label",
-                                        f"regression needs a number, got {r.label!r}"))
+                problems.append(
+                    Problem(
+                        manifest_path,
+                        r.line,
+                        "label",
+                        f"regression needs a number, got {r.label!r}",
+                    )
+                )
             else:
                 targets[i, 0] = r.label
     if problems:
@@ -96,8 +116,13 @@ def encode_targets(records: list[Record], spec: ModelSpec, manifest_path: Path) 
     return targets
 
 
-def load_arrays(records: list[Record], spec: ModelSpec, manifest_path: Path,
-                with_targets: bool = True, workers: int | None = None) -> SampleArrays:
+def load_arrays(
+    records: list[Record],
+    spec: ModelSpec,
+    manifest_path: Path,
+    with_targets: bool = True,
+    workers: int | None = None,
+) -> SampleArrays:
     """Decodes and converts every record's files to the spec, in parallel threads.
 
     Modalities the spec does not take are ignored; modalities a record lacks are marked

@@ -19,8 +19,10 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from fusionedge.demo.avdigits import generate
 
     summary = generate(args.dir, n=args.n, seed=args.seed, workers=args.workers)
-    print(f"wrote {summary['n']} samples to {summary['manifest']} "
-          f"({summary['seconds']:.1f} s): {json.dumps(summary['splits'])}")
+    print(
+        f"wrote {summary['n']} samples to {summary['manifest']} "
+        f"({summary['seconds']:.1f} s): {json.dumps(summary['splits'])}"
+    )
     return 0
 
 
@@ -31,11 +33,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = None
     if not args.resume or args.config or args.set:
         config = load_config(args.config, args.set)
-    result = train(args.data, args.out, config, resume=args.resume,
-                   progress=not args.no_progress and sys.stderr.isatty())
+    result = train(
+        args.data,
+        args.out,
+        config,
+        resume=args.resume,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
     metrics = {k: v for k, v in result.best_metrics.items() if isinstance(v, float)}
-    print(f"best epoch {result.best_epoch} of {result.epochs_run}: "
-          + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items()))
+    print(
+        f"best epoch {result.best_epoch} of {result.epochs_run}: "
+        + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items())
+    )
     print(f"run folder: {result.run_dir}")
     return 0
 
@@ -43,8 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def evaluate(model: str, data: str, split: str) -> dict[str, Any]:
     path = Path(model)
     if path.suffix == ".onnx":
-        raise ValueError(f"{model}: evaluating .onnx files comes with the runtime; "
-                         "pass a run folder for now")
+        raise ValueError(
+            f"{model}: evaluating .onnx files comes with the runtime; pass a run folder for now"
+        )
     from fusionedge.training.evaluate import evaluate_run
 
     return evaluate_run(path, data, split)
@@ -52,13 +62,17 @@ def evaluate(model: str, data: str, split: str) -> dict[str, Any]:
 
 def format_eval(result: dict[str, Any]) -> str:
     key = "mae" if result["task"] == "regression" else "accuracy"
-    lines = [f"{result['split']} split, {result['n']} samples ({result['task']})",
-             f"  {'inputs':<16}{key:>10}{'macro_f1':>10}"]
+    lines = [
+        f"{result['split']} split, {result['n']} samples ({result['task']})",
+        f"  {'inputs':<16}{key:>10}{'macro_f1':>10}",
+    ]
     rows = [("fused", result["metrics"])]
     rows += [(f"{m} only", v) for m, v in result.get("by_modality", {}).items()]
     for name, values in rows:
         f1 = values.get("macro_f1")
-        lines.append(f"  {name:<16}{values[key]:>10.4f}" + (f"{f1:>10.4f}" if f1 is not None else ""))
+        lines.append(
+            f"  {name:<16}{values[key]:>10.4f}" + (f"{f1:>10.4f}" if f1 is not None else "")
+        )
     return "\n".join(lines)
 
 
@@ -108,8 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--config", help="YAML config file (keys as in TrainConfig)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set model.fusion=gated (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set model.fusion=gated (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_train)
@@ -125,8 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
     p.add_argument("--n", type=int, default=3000, help="demo samples (default 3000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training config key (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config key (repeatable)",
+    )
     p.set_defaults(run=cmd_quickstart)
     return parser
 
@@ -134,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, OSError) as e:

@@ -19,8 +19,9 @@ from fusionedge.spec import ModelSpec
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
-def evaluate_scores(spec: ModelSpec, arrays: SampleArrays, scores: np.ndarray,
-                    score_with: ScoreFn | None = None) -> dict[str, Any]:
+def evaluate_scores(
+    spec: ModelSpec, arrays: SampleArrays, scores: np.ndarray, score_with: ScoreFn | None = None
+) -> dict[str, Any]:
     """The eval object: {"n", "metrics", "by_modality"}.
 
     by_modality[m] is the model given only modality m, every other one marked missing,
@@ -36,8 +37,10 @@ def evaluate_scores(spec: ModelSpec, arrays: SampleArrays, scores: np.ndarray,
     """
     if arrays.targets is None:
         raise ValueError("evaluation needs labelled samples")
-    result: dict[str, Any] = {"n": len(arrays),
-                              "metrics": task_metrics(spec.task, arrays.targets, scores)}
+    result: dict[str, Any] = {
+        "n": len(arrays),
+        "metrics": task_metrics(spec.task, arrays.targets, scores),
+    }
     if score_with is None:
         return result
     result["by_modality"] = {}
@@ -52,6 +55,7 @@ def evaluate_scores(spec: ModelSpec, arrays: SampleArrays, scores: np.ndarray,
         entry["n_present"] = int(has.sum())
         if "accuracy" in entry and spec.task in ("multiclass", "binary") and has.any():
             entry["accuracy_when_present"] = float(
-                (alone[has].argmax(axis=1) == arrays.targets[has]).mean())
+                (alone[has].argmax(axis=1) == arrays.targets[has]).mean()
+            )
         result["by_modality"][m] = entry
     return result

@@ -24,7 +24,7 @@ MANIFEST_NAME = "manifest.jsonl"
 SPLITS = ("train", "val", "test")
 KEYS = ("id", "image", "audio", "text", "label", "split")
 
-Label = Union[str, tuple[str, ...], float]
+Label = Union[str, tuple[str, ...], float]  # noqa: UP007 (a runtime alias on Python 3.10)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else str(self.path)
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 class ManifestError(ValueError):
@@ -110,8 +112,9 @@ def split_for_id(sample_id: str, val_fraction: float = 0.1, test_fraction: float
     return "train"
 
 
-def read_manifest(path: str | Path, require_labels: bool = True,
-                  check_files: bool = True) -> Manifest:
+def read_manifest(
+    path: str | Path, require_labels: bool = True, check_files: bool = True
+) -> Manifest:
     """Reads and validates a data set.
 
     Args:
@@ -127,21 +130,42 @@ def read_manifest(path: str | Path, require_labels: bool = True,
     if path.is_dir():
         path = path / MANIFEST_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no data set manifest at {path} (expected a folder with "
-                                f"{MANIFEST_NAME}, or the file itself)")
+        raise FileNotFoundError(
+            f"no data set manifest at {path} (expected a folder with "
+            f"{MANIFEST_NAME}, or the file itself)"
+        )
     problems: list[Problem] = []
     records: list[Record] = []
     first_line_of: dict[str, int] = {}
-    with path.open("r", encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for number, raw_bytes in enumerate(f, start=1):
+            try:
+                # utf-8-sig: a byte-order mark that an editor put on line 1 is not an error.
+                raw = raw_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                problems.append(
+                    Problem(
+                        path,
+                        number,
+                        "",
+                        f"not UTF-8 text (byte {raw_bytes[e.start]:#04x} at column {e.start + 1})",
+                    )
+                )
+                continue
             if not raw.strip():
                 continue
             record = _parse_line(raw, path, number, require_labels, check_files, problems)
             if record is None:
                 continue
             if record.id in first_line_of:
-                problems.append(Problem(path, number, "id", f"duplicate id {record.id!r} "
-                                        f"(first on line {first_line_of[record.id]})"))
+                problems.append(
+                    Problem(
+                        path,
+                        number,
+                        "id",
+                        f"duplicate id {record.id!r} (first on line {first_line_of[record.id]})",
+                    )
+                )
                 continue
             first_line_of[record.id] = number
             records.append(record)
@@ -159,8 +183,14 @@ def read_manifest(path: str | Path, require_labels: bool = True,
     return Manifest(path, tuple(records), modalities, label_kind, classes)
 
 
-def _parse_line(raw: str, path: Path, number: int, require_labels: bool, check_files: bool,
-                problems: list[Problem]) -> Record | None:
+def _parse_line(
+    raw: str,
+    path: Path,
+    number: int,
+    require_labels: bool,
+    check_files: bool,
+    problems: list[Problem],
+) -> Record | None:
     def bad(field: str, message: str) -> None:
         problems.append(Problem(path, number, field, message))
 
@@ -189,8 +219,12 @@ def _parse_line(raw: str, path: Path, number: int, require_labels: bool, check_f
         text = None
     if isinstance(text, str) and not text.strip():
         text = None  # an empty hint is no hint: the model sees text as missing
-    if files["image"] is None and files["audio"] is None and text is None and len(
-            problems) == before:
+    if (
+        files["image"] is None
+        and files["audio"] is None
+        and text is None
+        and len(problems) == before
+    ):
         bad("", "a sample needs at least one of image, audio, text")
     label = _parse_label(obj.get("label"), "label" in obj, require_labels, bad)
     split = obj.get("split")
@@ -200,8 +234,15 @@ def _parse_line(raw: str, path: Path, number: int, require_labels: bool, check_f
         bad("split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
     if len(problems) > before:
         return None
-    return Record(id=sample_id, line=number, split=split, label=label,
-                  image=files["image"], audio=files["audio"], text=text)
+    return Record(
+        id=sample_id,
+        line=number,
+        split=split,
+        label=label,
+        image=files["image"],
+        audio=files["audio"],
+        text=text,
+    )
 
 
 def _parse_file(value: object, field: str, root: Path, check_files: bool, bad) -> Path | None:
@@ -239,8 +280,13 @@ def _parse_label(value: object, given: bool, required: bool, bad) -> Label | Non
 
 def _check_label_kinds(records: list[Record], path: Path, problems: list[Problem]) -> str:
     def kind(label: Label) -> str:
-        return ("class" if isinstance(label, str)
-                else "multilabel" if isinstance(label, tuple) else "number")
+        return (
+            "class"
+            if isinstance(label, str)
+            else "multilabel"
+            if isinstance(label, tuple)
+            else "number"
+        )
 
     kinds = Counter(kind(r.label) for r in records if r.label is not None)
     if not kinds:
@@ -248,6 +294,12 @@ def _check_label_kinds(records: list[Record], path: Path, problems: list[Problem
     majority = kinds.most_common(1)[0][0]
     for r in records:
         if r.label is not None and kind(r.label) != majority:
-            problems.append(Problem(path, r.line, "label", f"a {kind(r.label)} label among "
-                                    f"{majority} labels; all lines must use one kind"))
+            problems.append(
+                Problem(
+                    path,
+                    r.line,
+                    "label",
+                    f"a {kind(r.label)} label among {majority} labels; all lines must use one kind",
+                )
+            )
     return majority

@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 
-def classification_metrics(targets: np.ndarray, predicted: np.ndarray,
-                           num_classes: int) -> dict[str, Any]:
+def classification_metrics(
+    targets: np.ndarray, predicted: np.ndarray, num_classes: int
+) -> dict[str, Any]:
     """Accuracy, macro precision/recall/F1 and the confusion matrix.
 
     Macro averages run over the classes that occur in targets or predictions, so a class
@@ -40,8 +41,9 @@ def classification_metrics(targets: np.ndarray, predicted: np.ndarray,
     }
 
 
-def multilabel_metrics(targets: np.ndarray, scores: np.ndarray,
-                       threshold: float = 0.5) -> dict[str, Any]:
+def multilabel_metrics(
+    targets: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
     """Subset accuracy (every label right), micro and macro F1 at a score threshold."""
     pred = scores >= threshold
     truth = targets >= 0.5

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 ColorOrder = Literal["rgb", "bgr"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+# More channels than this means the caller almost surely passed [channels, samples].
+MAX_CHANNELS = 64
 
 
 class MediaError(ValueError):
@@ -44,7 +46,10 @@ def read_image(path: str | Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise MediaError(f"{path}: cannot read image file ({e.strerror})") from e
-    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    # ANYCOLOR | ANYDEPTH keeps grey and 16-bit images as they are and, unlike
+    # IMREAD_UNCHANGED, applies the EXIF orientation: portrait phone photos stay upright.
+    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+    decoded = cv2.imdecode(data, flags) if data.size else None
     if decoded is None:
         raise MediaError(
             f"{path}: not a decodable image ({data.size} bytes); accepted: "
@@ -121,12 +126,14 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     # INTER_AREA averages when shrinking (no aliasing from camera-sized frames);
     # INTER_LINEAR is the better choice for enlarging.
     shrinking = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height),
-                      interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
 
 
-def prepare_image(image: np.ndarray, spec: ImageSpec, color_order: ColorOrder = "rgb",
-                  name: str = "image") -> np.ndarray:
+def prepare_image(
+    image: np.ndarray, spec: ImageSpec, color_order: ColorOrder = "rgb", name: str = "image"
+) -> np.ndarray:
     """Any image array -> the model's uint8 RGB [height, width, 3]."""
     return resize_image(to_rgb_uint8(image, color_order, name), spec)
 
@@ -161,18 +168,28 @@ def to_mono_float32(audio: np.ndarray, name: str = "audio") -> np.ndarray:
     """[S] or [S, C] of float in [-1, 1] or int16/int32 PCM -> float32 [S] (channel mean)."""
     if not isinstance(audio, np.ndarray):
         raise TypeError(f"{name}: expected a numpy array, got {type(audio).__name__}")
+    if audio.ndim not in (1, 2) or (audio.ndim == 2 and audio.shape[1] == 0):
+        raise MediaError(
+            f"{name}: shape {audio.shape} is not audio; accepted: [samples] or [samples, channels]"
+        )
+    if audio.ndim == 2 and audio.shape[1] > MAX_CHANNELS:
+        raise MediaError(
+            f"{name}: shape {audio.shape} has {audio.shape[1]} channels; "
+            "accepted: [samples, channels] (transpose a [channels, samples] array)"
+        )
+    # Scale integer PCM before mixing down: the mean of int16 columns is float64 in
+    # integer units, which would slip past the scaling.
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) / 32768.0
+    elif audio.dtype == np.int32:
+        audio = (audio.astype(np.float64) / 2147483648.0).astype(np.float32)
+    elif audio.dtype not in (np.float32, np.float64, np.float16):
+        raise MediaError(
+            f"{name}: dtype {audio.dtype} is not supported; accepted: float "
+            "in [-1, 1], int16 or int32 PCM"
+        )
     if audio.ndim == 2:
         audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    elif audio.ndim != 1:
-        raise MediaError(f"{name}: shape {audio.shape} is not audio; accepted: [samples] "
-                         "or [samples, channels]")
-    if audio.dtype == np.int16:
-        return audio.astype(np.float32) / 32768.0
-    if audio.dtype == np.int32:
-        return (audio.astype(np.float64) / 2147483648.0).astype(np.float32)
-    if audio.dtype not in (np.float32, np.float64, np.float16):
-        raise MediaError(f"{name}: dtype {audio.dtype} is not supported; accepted: float "
-                         "in [-1, 1], int16 or int32 PCM")
     audio = audio.astype(np.float32, copy=False)
     if not np.isfinite(audio).all():
         raise MediaError(f"{name}: audio contains NaN or infinity")
@@ -208,8 +225,9 @@ def fit_window(audio: np.ndarray, num_samples: int) -> np.ndarray:
     return out
 
 
-def prepare_audio(audio: np.ndarray, sample_rate: int, spec: AudioSpec,
-                  name: str = "audio") -> np.ndarray:
+def prepare_audio(
+    audio: np.ndarray, sample_rate: int, spec: AudioSpec, name: str = "audio"
+) -> np.ndarray:
     """Any audio array at any rate -> the model's float32 [num_samples] at spec.sample_rate."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer):
         raise TypeError(f"{name}: sample_rate must be an int (Hz), got {sample_rate!r}")

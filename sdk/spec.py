@@ -46,8 +46,8 @@ class ImageSpec:
         std: Per-channel RGB standard deviation divided inside the graph.
     """
 
-    height: int = 64
-    width: int = 64
+    height: int = 48
+    width: int = 48
     resize: Literal["stretch", "letterbox"] = "stretch"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
@@ -88,8 +88,11 @@ class AudioSpec:
         _require(0 < self.hop_length <= self.n_fft, "audio.hop_length", "in (0, n_fft]")
         _require(self.n_mels >= 1, "audio.n_mels", "at least 1")
         top = self.sample_rate / 2 if self.f_max is None else self.f_max
-        _require(0 <= self.f_min < top <= self.sample_rate / 2, "audio.f_min/f_max",
-                 "0 <= f_min < f_max <= sample_rate / 2")
+        _require(
+            0 <= self.f_min < top <= self.sample_rate / 2,
+            "audio.f_min/f_max",
+            "0 <= f_min < f_max <= sample_rate / 2",
+        )
 
     @property
     def window_seconds(self) -> float:
@@ -120,10 +123,10 @@ class TokenizerSpec:
 
     def __post_init__(self) -> None:
         _require(self.kind == "char", "text.tokenizer.kind", '"char"')
-        _require(all(len(c) == 1 for c in self.vocab), "text.tokenizer.vocab",
-                 "single characters")
-        _require(len(set(self.vocab)) == len(self.vocab), "text.tokenizer.vocab",
-                 "unique characters")
+        _require(all(len(c) == 1 for c in self.vocab), "text.tokenizer.vocab", "single characters")
+        _require(
+            len(set(self.vocab)) == len(self.vocab), "text.tokenizer.vocab", "unique characters"
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -191,17 +194,27 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _require(len(self.modalities) > 0, "modalities", f"a non-empty subset of {MODALITIES}")
-        _require(list(self.modalities) == [m for m in MODALITIES if m in self.modalities],
-                 "modalities", f"distinct names from {MODALITIES} in that order")
+        _require(
+            list(self.modalities) == [m for m in MODALITIES if m in self.modalities],
+            "modalities",
+            f"distinct names from {MODALITIES} in that order",
+        )
         for m in MODALITIES:
             has = getattr(self, m) is not None
-            _require(has == (m in self.modalities), m,
-                     f"a section exactly when {m!r} is one of the modalities")
-        _require(set(self.encoders) == set(self.modalities), "encoders",
-                 f"one encoder for each of {self.modalities}")
+            _require(
+                has == (m in self.modalities),
+                m,
+                f"a section exactly when {m!r} is one of the modalities",
+            )
+        _require(
+            set(self.encoders) == set(self.modalities),
+            "encoders",
+            f"one encoder for each of {self.modalities}",
+        )
         _require(self.task in TASKS, "task", f"one of {TASKS}")
         _require(len(self.labels) >= 1, "labels", "at least one label")
         _require(len(set(self.labels)) == len(self.labels), "labels", "unique names")
+        _require(all(self.labels), "labels", "non-empty names")
         if self.task == "binary":
             _require(len(self.labels) == 2, "labels", "exactly two labels for a binary task")
         if self.task == "regression":
@@ -224,7 +237,9 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise SpecError(f"a model spec is a JSON object, got {type(data).__name__}")
         version = data.get("schema_version", SCHEMA_VERSION)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise SpecError(f"schema_version: expected a positive integer, got {version!r}")
+        if version > SCHEMA_VERSION:
             raise SpecError(
                 f"spec schema_version {version!r} is newer than this fusionedge "
                 f"({__version__}) reads (up to {SCHEMA_VERSION}); upgrade fusionedge"
@@ -265,8 +280,10 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise SpecError(f"{path + '.' if path else ''}{unknown[0]}: unknown key; "
-                        f"accepted keys are {sorted(fields)}")
+        raise SpecError(
+            f"{path + '.' if path else ''}{unknown[0]}: unknown key; "
+            f"accepted keys are {sorted(fields)}"
+        )
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, f"{path}.{name}" if path else name)
@@ -290,8 +307,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 return _convert(arg, value, path)
             except SpecError as e:
                 errors.append(str(e))
-        raise SpecError(errors[0] if len(errors) == 1 else f"{path}: no accepted type fits "
-                        f"{value!r} ({'; '.join(errors)})")
+        raise SpecError(
+            errors[0]
+            if len(errors) == 1
+            else f"{path}: no accepted type fits {value!r} ({'; '.join(errors)})"
+        )
     if origin is Literal:
         if value not in args:
             raise SpecError(f"{path}: expected one of {list(args)}, got {value!r}")
@@ -305,7 +325,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise SpecError(f"{path}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in pairs)
     if origin is dict:
         if not isinstance(value, dict):
             raise SpecError(f"{path}: expected an object, got {value!r}")

@@ -20,8 +20,10 @@ def infer_task(manifest: Manifest, requested: str) -> str:
     if task == "multiclass" and len(manifest.classes) == 2 and requested in ("auto", "binary"):
         task = "binary"
     if requested not in ("auto", task) and not (requested == "multiclass" and task == "binary"):
-        raise SpecError(f"model.task: {requested!r} does not fit {manifest.label_kind} labels "
-                        f"of {manifest.path}; use 'auto' or {task!r}")
+        raise SpecError(
+            f"model.task: {requested!r} does not fit {manifest.label_kind} labels "
+            f"of {manifest.path}; use 'auto' or {task!r}"
+        )
     return task if requested == "auto" else requested
 
 
@@ -37,12 +39,12 @@ def build_spec(manifest: Manifest, config: TrainConfig, train: list[Record]) -> 
     names = {"image": mc.image_encoder, "audio": mc.audio_encoder, "text": mc.text_encoder}
     for m in modalities:
         if names[m] not in ENCODERS[m]:
-            raise SpecError(f"model.{m}_encoder: unknown {names[m]!r}; registered: "
-                            f"{ENCODERS[m].names()}")
+            raise SpecError(
+                f"model.{m}_encoder: unknown {names[m]!r}; registered: {ENCODERS[m].names()}"
+            )
     if mc.fusion not in FUSIONS:
         raise SpecError(f"model.fusion: unknown {mc.fusion!r}; registered: {FUSIONS.names()}")
-    encoders = {m: ComponentSpec(names[m], dict(mc.encoder_params.get(m, {})))
-                for m in modalities}
+    encoders = {m: ComponentSpec(names[m], dict(mc.encoder_params.get(m, {}))) for m in modalities}
     head_params = dict(mc.head_params)
     if task == "regression":
         values = np.array([r.label for r in train], dtype=np.float64)

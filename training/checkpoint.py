@@ -51,15 +51,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def save_checkpoint(path: Path, spec: ModelSpec, model: torch.nn.Module,
-                    state: dict[str, Any] | None = None,
-                    optimizer: torch.optim.Optimizer | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    spec: ModelSpec,
+    model: torch.nn.Module,
+    state: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
     """Saves weights (and, for resuming, optimiser and RNG state) to one safetensors file."""
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "fusionedge.spec": spec.to_json(indent=None),
-            "state": json.dumps(state or {})}
+    meta = {
+        "format": FORMAT,
+        "fusionedge.spec": spec.to_json(indent=None),
+        "state": json.dumps(state or {}),
+    }
     if optimizer is not None:
         opt = optimizer.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
@@ -90,10 +97,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from e
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a fusionedge checkpoint (metadata format is "
-                              f"{meta.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path}: not a fusionedge checkpoint (metadata format is "
+            f"{meta.get('format')!r}, expected {FORMAT!r})"
+        )
     spec = ModelSpec.from_json(meta["fusionedge.spec"])
-    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer = None
     if "optimizer" in meta:
         opt_meta = json.loads(meta["optimizer"])
@@ -105,8 +114,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         for index, values in opt_meta["scalars"].items():
             state.setdefault(int(index), {}).update(values)
         optimizer = {"state": state, "param_groups": opt_meta["param_groups"]}
-    return Checkpoint(spec, model, json.loads(meta.get("state", "{}")), optimizer,
-                      tensors.get("rng.torch"))
+    return Checkpoint(
+        spec, model, json.loads(meta.get("state", "{}")), optimizer, tensors.get("rng.torch")
+    )
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -118,5 +128,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> torch.nn.Modul
     try:
         model.load_state_dict(ckpt.model)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model its spec describes: {e}") from e
+        raise CheckpointError(
+            f"{path}: weights do not fit the model its spec describes: {e}"
+        ) from e
     return model.to(device).eval()

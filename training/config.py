@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fusionedge.spec import AudioSpec, ImageSpec, SpecError, from_dict
+from fusionedge.training.augment import AugmentConfig
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class TrainConfig:
         text_max_length: Tokens per text input.
         model: The model's parts.
         optim: Optimiser and schedule.
+        augment: Training-time augmentation.
         epochs: Maximum epochs.
         batch_size: Samples per optimiser step.
         patience: Epochs without validation improvement before stopping early; 0 never.
@@ -88,6 +90,10 @@ class TrainConfig:
         amp: Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling).
         modality_dropout: Per-modality probability of hiding it from a training sample,
             so the model learns to predict when a camera is covered or a mic is off.
+        unimodal_loss_weight: Weight of an extra loss per modality, computed through the
+            same fusion and head with only that modality present. Without it a fused
+            model leans on the modality that is easiest to learn and under-trains the
+            others, which then fail when they are all that is left.
         threads: CPU threads for torch; 0 keeps torch's default.
         tensorboard: Write TensorBoard logs to RUN/tensorboard when tensorboard is installed.
     """
@@ -97,14 +103,17 @@ class TrainConfig:
     text_max_length: int = 32
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    epochs: int = 30
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    epochs: int = 40
     batch_size: int = 64
-    patience: int = 6
+    patience: int = 8
     seed: int = 0
     device: str = "auto"
     amp: bool = True
     modality_dropout: dict[str, float] = field(
-        default_factory=lambda: {"image": 0.15, "audio": 0.15, "text": 0.15})
+        default_factory=lambda: {"image": 0.3, "audio": 0.3, "text": 0.2}
+    )
+    unimodal_loss_weight: float = 0.5
     threads: int = 0
     tensorboard: bool = True
 
@@ -116,13 +125,16 @@ class TrainConfig:
             ("text_max_length", self.text_max_length >= 1, "at least 1"),
             ("optim.lr", self.optim.lr > 0, "a positive number"),
             ("threads", self.threads >= 0, "0 (default) or more"),
+            ("unimodal_loss_weight", self.unimodal_loss_weight >= 0, "0 (off) or more"),
         ]:
             if not ok:
                 raise SpecError(f"{key}: expected {accepted}")
         for m, p in self.modality_dropout.items():
             if m not in ("image", "audio", "text") or not 0.0 <= p < 1.0:
-                raise SpecError(f"modality_dropout.{m}: expected a modality name (image, "
-                                f"audio, text) with a probability in [0, 1), got {p!r}")
+                raise SpecError(
+                    f"modality_dropout.{m}: expected a modality name (image, "
+                    f"audio, text) with a probability in [0, 1), got {p!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,7 +144,7 @@ class TrainConfig:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """"optim.lr=1e-3" -> ("optim.lr", 0.001). Values are parsed as YAML scalars/lists."""
+    """ "optim.lr=1e-3" -> ("optim.lr", 0.001). Values are parsed as YAML scalars/lists."""
     import yaml
 
     key, sep, raw = item.partition("=")

@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device(requested: str) -> torch.device:
-    """"auto" -> CUDA when torch sees a GPU, else CPU; explicit names are checked.
+    """ "auto" -> CUDA when torch sees a GPU, else CPU; explicit names are checked.
 
     Raises:
         ValueError: the device name is malformed, or CUDA is asked for but not available.
@@ -21,11 +21,14 @@ def resolve_device(requested: str) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError as e:
-        raise ValueError(f"device: {requested!r} is not a device; accepted: auto, cpu, cuda, "
-                         "cuda:N") from e
+        raise ValueError(
+            f"device: {requested!r} is not a device; accepted: auto, cpu, cuda, cuda:N"
+        ) from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {requested!r} was asked for but torch sees no CUDA GPU "
-                         f"(torch {torch.__version__}); use device=auto or cpu")
+        raise ValueError(
+            f"device: {requested!r} was asked for but torch sees no CUDA GPU "
+            f"(torch {torch.__version__}); use device=auto or cpu"
+        )
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device: {requested!r} is not supported; accepted: auto, cpu, cuda")
     return device

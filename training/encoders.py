@@ -76,7 +76,7 @@ class ImageEncoder(nn.Module):
 
 
 @IMAGE_ENCODERS.register("small_cnn")
-def small_cnn_image(spec: ImageSpec, embed_dim: int, width: int = 16, depth: int = 4) -> nn.Module:
+def small_cnn_image(spec: ImageSpec, embed_dim: int, width: int = 32, depth: int = 4) -> nn.Module:
     trunk, c = small_cnn(3, width, depth)
     return ImageEncoder(spec, PooledCNN(trunk, c, embed_dim))
 
@@ -116,8 +116,11 @@ class TemporalConv(nn.Module):
         layers, c = [], n_mels
         for i in range(depth):
             out = width * 2**i
-            layers += [nn.Conv1d(c, out, 5, stride=2, padding=2, bias=False),
-                       nn.BatchNorm1d(out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv1d(c, out, 5, stride=2, padding=2, bias=False),
+                nn.BatchNorm1d(out),
+                nn.ReLU(inplace=True),
+            ]
             c = out
         self.trunk = nn.Sequential(*layers)
         self.proj = nn.Linear(c, embed_dim)
@@ -172,14 +175,16 @@ def gru_text(spec: TextSpec, embed_dim: int, width: int = 64) -> nn.Module:
 class TransformerText(nn.Module):
     """Token + position embeddings, a small pre-norm Transformer encoder, masked mean."""
 
-    def __init__(self, spec: TextSpec, embed_dim: int, width: int, layers: int, heads: int,
-                 dropout: float) -> None:
+    def __init__(
+        self, spec: TextSpec, embed_dim: int, width: int, layers: int, heads: int, dropout: float
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(spec.tokenizer.vocab_size, width, padding_idx=PAD_ID)
         self.position = nn.Parameter(torch.zeros(1, spec.max_length, width))
         nn.init.normal_(self.position, std=0.02)
-        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 2 * width, dropout, batch_first=True, norm_first=True
+        )
         # enable_nested_tensor=False: the nested-tensor fast path is an inference-only
         # kernel that neither autograd nor the ONNX exporter sees the same way.
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -193,6 +198,12 @@ class TransformerText(nn.Module):
 
 
 @TEXT_ENCODERS.register("transformer")
-def transformer_text(spec: TextSpec, embed_dim: int, width: int = 64, layers: int = 2,
-                     heads: int = 4, dropout: float = 0.1) -> nn.Module:
+def transformer_text(
+    spec: TextSpec,
+    embed_dim: int,
+    width: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    dropout: float = 0.1,
+) -> nn.Module:
     return TransformerText(spec, embed_dim, width, layers, heads, dropout)

@@ -18,13 +18,16 @@ def resolve_checkpoint(model: str | Path) -> Path:
     if path.is_dir():
         path = path / "best.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path} (expected a run folder written by "
-                                "`fusionedge train`, or a .safetensors checkpoint)")
+        raise FileNotFoundError(
+            f"no checkpoint at {path} (expected a run folder written by "
+            "`fusionedge train`, or a .safetensors checkpoint)"
+        )
     return path
 
 
-def evaluate_run(model: str | Path, data: str | Path, split: str = "test",
-                 device: str = "auto") -> dict[str, Any]:
+def evaluate_run(
+    model: str | Path, data: str | Path, split: str = "test", device: str = "auto"
+) -> dict[str, Any]:
     """Evaluates a trained model on one split of a data set, fused and per modality."""
     path = resolve_checkpoint(model)
     spec = load_checkpoint(path).spec
@@ -34,9 +37,16 @@ def evaluate_run(model: str | Path, data: str | Path, split: str = "test",
         raise ValueError(f"{manifest.path}: the {split!r} split is empty")
     torch_device = resolve_device(device)
     arrays = load_arrays(records, spec, manifest.path)
-    result = evaluate_arrays(load_model(path, torch_device), spec, arrays, torch_device,
-                             by_modality=True)
+    result = evaluate_arrays(
+        load_model(path, torch_device), spec, arrays, torch_device, by_modality=True
+    )
     result.pop("loss")
-    result.update(model=str(path), data=str(manifest.path), split=split,
-                  modalities=list(spec.modalities), labels=list(spec.labels), task=spec.task)
+    result.update(
+        model=str(path),
+        data=str(manifest.path),
+        split=split,
+        modalities=list(spec.modalities),
+        labels=list(spec.labels),
+        task=spec.task,
+    )
     return result

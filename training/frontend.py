@@ -28,14 +28,15 @@ def mel_filterbank(spec: AudioSpec) -> np.ndarray:
         return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
     bins = np.linspace(0, spec.sample_rate / 2, spec.n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(np.array(spec.f_min)), hz_to_mel(np.array(f_max)),
-                                  spec.n_mels + 2))
+    edges = mel_to_hz(
+        np.linspace(hz_to_mel(np.array(spec.f_min)), hz_to_mel(np.array(f_max)), spec.n_mels + 2)
+    )
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (bins[None, :] - lower) / (centre - lower)
     falling = (upper - bins[None, :]) / (upper - centre)
     filters = np.maximum(0.0, np.minimum(rising, falling))
     # Equal-area filters keep wide high-frequency bands from dominating the spectrum.
-    filters *= (2.0 / (upper - lower))
+    filters *= 2.0 / (upper - lower)
     return filters.T.astype(np.float32)
 
 

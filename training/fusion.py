@@ -18,8 +18,12 @@ class ConcatFusion(nn.Module):
 
     def __init__(self, num_modalities: int, embed_dim: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(num_modalities * embed_dim, embed_dim), nn.GELU(),
-                                 nn.Dropout(dropout), nn.Linear(embed_dim, embed_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(num_modalities * embed_dim, embed_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(embed_dim, embed_dim),
+        )
 
     def forward(self, tokens: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return self.mlp(tokens.flatten(1))
@@ -45,23 +49,27 @@ class AttentionFusion(nn.Module):
     keeps a sample with nothing present well defined.
     """
 
-    def __init__(self, num_modalities: int, embed_dim: int, heads: int = 4,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, num_modalities: int, embed_dim: int, heads: int = 4, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.query = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.kind = nn.Parameter(torch.zeros(1, num_modalities, embed_dim))
         nn.init.normal_(self.kind, std=0.02)
         self.norm = nn.LayerNorm(embed_dim)
         self.attn = nn.MultiheadAttention(embed_dim, heads, dropout=dropout, batch_first=True)
-        self.mlp = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, 2 * embed_dim),
-                                 nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(embed_dim),
+            nn.Linear(embed_dim, 2 * embed_dim),
+            nn.GELU(),
+            nn.Linear(2 * embed_dim, embed_dim),
+        )
 
     def forward(self, tokens: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         n = tokens.shape[0]
         keys = self.norm(torch.cat([self.query.expand(n, -1, -1), tokens + self.kind], dim=1))
         ignore = torch.cat([torch.zeros_like(present[:, :1]), ~present], dim=1)
-        fused, _ = self.attn(keys[:, :1], keys, keys, key_padding_mask=ignore,
-                             need_weights=False)
+        fused, _ = self.attn(keys[:, :1], keys, keys, key_padding_mask=ignore, need_weights=False)
         fused = fused.squeeze(1)
         return fused + self.mlp(fused)
 

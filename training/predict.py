@@ -17,8 +17,11 @@ KEYS = {"image": "image", "audio": "audio", "text": "tokens"}
 
 def to_torch(arrays: SampleArrays) -> dict[str, torch.Tensor]:
     """Zero-copy torch views of the arrays, keyed by modality name (+ "present", "targets")."""
-    out = {m: torch.from_numpy(getattr(arrays, KEYS[m]))
-           for m in KEYS if getattr(arrays, KEYS[m]) is not None}
+    out = {
+        m: torch.from_numpy(getattr(arrays, KEYS[m]))
+        for m in KEYS
+        if getattr(arrays, KEYS[m]) is not None
+    }
     out["present"] = torch.from_numpy(arrays.present)
     if arrays.targets is not None:
         out["targets"] = torch.from_numpy(arrays.targets)
@@ -26,9 +29,14 @@ def to_torch(arrays: SampleArrays) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, spec: ModelSpec, arrays: SampleArrays,
-                   device: torch.device, present: np.ndarray | None = None,
-                   batch_size: int = 256) -> np.ndarray:
+def predict_logits(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    arrays: SampleArrays,
+    device: torch.device,
+    present: np.ndarray | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
     """Logits [N, C] in eval mode; `present` overrides which modalities the model sees."""
     was_training = model.training
     model.eval()
@@ -44,8 +52,9 @@ def predict_logits(model: torch.nn.Module, spec: ModelSpec, arrays: SampleArrays
     return torch.cat(out).numpy() if out else np.zeros((0, spec.num_outputs), np.float32)
 
 
-def scorer(model: torch.nn.Module, spec: ModelSpec, arrays: SampleArrays,
-           device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+def scorer(
+    model: torch.nn.Module, spec: ModelSpec, arrays: SampleArrays, device: torch.device
+) -> Callable[[np.ndarray], np.ndarray]:
     """A function present-mask -> scores [N, C] for evaluate_scores."""
 
     def scores(present: np.ndarray) -> np.ndarray:
@@ -56,15 +65,21 @@ def scorer(model: torch.nn.Module, spec: ModelSpec, arrays: SampleArrays,
     return scores
 
 
-def evaluate_arrays(model: torch.nn.Module, spec: ModelSpec, arrays: SampleArrays,
-                    device: torch.device, by_modality: bool = False) -> dict[str, Any]:
+def evaluate_arrays(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    arrays: SampleArrays,
+    device: torch.device,
+    by_modality: bool = False,
+) -> dict[str, Any]:
     """Metrics (and the loss) of the model on labelled arrays."""
     logits = predict_logits(model, spec, arrays, device)
     with torch.no_grad():
         t_logits = torch.from_numpy(logits).to(device)
         loss = float(model.loss(t_logits, torch.from_numpy(arrays.targets).to(device)))
         scores = model.head.scores(t_logits).cpu().numpy()
-    result = evaluate_scores(spec, arrays, scores,
-                             scorer(model, spec, arrays, device) if by_modality else None)
+    result = evaluate_scores(
+        spec, arrays, scores, scorer(model, spec, arrays, device) if by_modality else None
+    )
     result["loss"] = loss
     return result

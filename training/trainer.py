@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fusionedge.arrays import SampleArrays, load_arrays
+from fusionedge.arrays import load_arrays
 from fusionedge.manifest import read_manifest
 from fusionedge.metrics import primary_metric
 from fusionedge.spec import ModelSpec
+from fusionedge.training.augment import augment_images
 from fusionedge.training.build import build_spec
 from fusionedge.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from fusionedge.training.config import TrainConfig, config_from_json
@@ -65,22 +66,57 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     for name, p in model.named_parameters():
         skip = p.ndim <= 1 or any(part in name.split(".") for part in NO_DECAY)
         (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": config.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": config.optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if config.optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=config.optim.lr, momentum=config.optim.momentum,
-                               nesterov=True)
+        return torch.optim.SGD(
+            groups, lr=config.optim.lr, momentum=config.optim.momentum, nesterov=True
+        )
     return torch.optim.AdamW(groups, lr=config.optim.lr)
 
 
-def drop_modalities(present: np.ndarray, spec: ModelSpec, config: TrainConfig,
-                    rng: np.random.Generator) -> np.ndarray:
+def drop_modalities(
+    present: np.ndarray, spec: ModelSpec, config: TrainConfig, rng: np.random.Generator
+) -> np.ndarray:
     """Hides modalities at random, but never every modality a sample has."""
     p = np.array([config.modality_dropout.get(m, 0.0) for m in spec.modalities])
     kept = present & ~(rng.random(present.shape) < p)
     emptied = ~kept.any(axis=1) & present.any(axis=1)
     kept[emptied] = present[emptied]
     return kept
+
+
+def training_loss(
+    model: FusedModel,
+    inputs: dict[str, torch.Tensor],
+    present: torch.Tensor,
+    target: torch.Tensor,
+    config: TrainConfig,
+) -> torch.Tensor:
+    """The fused loss plus, weighted, the loss of each modality alone.
+
+    The unimodal terms reuse the encoders' outputs and go through the same fusion and
+    head with only one modality marked present, so they train exactly the path a
+    deployed model takes when the other inputs are missing.
+    """
+    encoded = model.encode(inputs)
+    loss = model.loss(model.head(model.fuse(encoded, present)), target)
+    if config.unimodal_loss_weight == 0 or present.shape[1] == 1:
+        return loss
+    terms = []
+    for j in range(present.shape[1]):
+        rows = present[:, j].nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        only = torch.zeros_like(present[rows])
+        only[:, j] = True
+        logits = model.head(model.fuse(encoded[rows], only))
+        terms.append(model.loss(logits, target[rows]))
+    if terms:
+        loss = loss + config.unimodal_loss_weight * torch.stack(terms).mean()
+    return loss
 
 
 class RunLog:
@@ -93,8 +129,10 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                log.info("tensorboard is not installed; logging to log.csv only "
-                         "(pip install 'fusionedge[train]')")
+                log.info(
+                    "tensorboard is not installed; logging to log.csv only "
+                    "(pip install 'fusionedge[train]')"
+                )
             else:
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
@@ -116,8 +154,13 @@ class RunLog:
             self.writer.close()
 
 
-def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
-          resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
     """Trains a fused model on a manifest data set and writes a run folder.
 
     Args:
@@ -136,15 +179,19 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     last_path, best_path = run_dir / "last.safetensors", run_dir / "best.safetensors"
     if resume:
         if config is not None:
-            raise RunFolderError("--resume continues the run with its own config.json; "
-                                 "do not pass a config or --set with it")
+            raise RunFolderError(
+                "--resume continues the run with its own config.json; "
+                "do not pass a config or --set with it"
+            )
         if not last_path.is_file():
             raise RunFolderError(f"nothing to resume: {last_path} does not exist")
         config = config_from_json((run_dir / "config.json").read_text())
     else:
         if last_path.exists():
-            raise RunFolderError(f"{run_dir} already holds a training run; pass --resume to "
-                                 "continue it or choose another --out")
+            raise RunFolderError(
+                f"{run_dir} already holds a training run; pass --resume to "
+                "continue it or choose another --out"
+            )
         config = config or TrainConfig()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -168,13 +215,23 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
     t0 = time.perf_counter()
     train_arrays = load_arrays(train_records, spec, manifest.path)
     val_arrays = load_arrays(val_records, spec, manifest.path)
-    log.info("decoded %d train + %d val samples in %.1f s", len(train_arrays), len(val_arrays),
-             time.perf_counter() - t0)
+    log.info(
+        "decoded %d train + %d val samples in %.1f s",
+        len(train_arrays),
+        len(val_arrays),
+        time.perf_counter() - t0,
+    )
 
     model = FusedModel(spec).to(device)
     optimizer = make_optimizer(model, config)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0,
-                             "bad_epochs": 0, "stopped": False}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "step": 0,
+        "best": None,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "stopped": False,
+    }
     if checkpoint:
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
@@ -185,8 +242,13 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.json", config.to_json().encode())
         atomic_write_bytes(run_dir / "spec.json", spec.to_json().encode())
-        log.info("model: %s parameters, modalities %s, task %s, device %s",
-                 f"{count_parameters(model):,}", "+".join(spec.modalities), spec.task, device)
+        log.info(
+            "model: %s parameters, modalities %s, task %s, device %s",
+            f"{count_parameters(model):,}",
+            "+".join(spec.modalities),
+            spec.task,
+            device,
+        )
 
     metric, higher_better = primary_metric(spec.task)
     steps_per_epoch = math.ceil(len(train_arrays) / config.batch_size)
@@ -202,25 +264,28 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
             model.train()
             rng = np.random.default_rng([config.seed, epoch])
             order = rng.permutation(len(train_arrays))
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             present = drop_modalities(train_arrays.present, spec, config, rng)
             losses = []
             batches = range(0, len(order), config.batch_size)
             if progress:
                 from tqdm import tqdm
 
-                batches = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                               unit="batch")
+                batches = tqdm(
+                    batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, unit="batch"
+                )
             for start in batches:
                 idx = torch.from_numpy(order[start : start + config.batch_size])
-                inputs = {m: tensors[m][idx].to(device, non_blocking=True)
-                          for m in spec.modalities}
+                inputs = {m: tensors[m][idx] for m in spec.modalities}
+                if "image" in inputs and config.augment.image_enabled:
+                    inputs["image"] = augment_images(inputs["image"], config.augment, generator)
+                inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
                 mask = torch.from_numpy(present[idx.numpy()]).to(device)
                 target = tensors["targets"][idx].to(device)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(state["step"], total_steps, warmup, config)
                 with autocast_context(device, config.amp):
-                    logits, _ = model.logits_and_embedding(inputs, mask)
-                    loss = model.loss(logits, target)
+                    loss = training_loss(model, inputs, mask, target, config)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.optim.grad_clip > 0:
@@ -233,7 +298,8 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
             val = evaluate_arrays(model, spec, val_arrays, device)
             score = val["metrics"][metric]
             improved = state["best"] is None or (
-                score > state["best"] if higher_better else score < state["best"])
+                score > state["best"] if higher_better else score < state["best"]
+            )
             state.update(epoch=epoch, bad_epochs=0 if improved else state["bad_epochs"] + 1)
             state["stopped"] = bool(config.patience) and state["bad_epochs"] >= config.patience
             if improved:
@@ -241,14 +307,27 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
                 best_spec = spec.replace(metrics={"val": val["metrics"], "epoch": epoch})
                 save_checkpoint(best_path, best_spec, model)
             save_checkpoint(last_path, spec, model, state, optimizer)
-            row = {"epoch": epoch, "step": state["step"], "lr": optimizer.param_groups[0]["lr"],
-                   "train_loss": float(np.mean(losses)), "val_loss": val["loss"],
-                   f"val_{metric}": score, "seconds": round(time.perf_counter() - t_epoch, 2)}
+            row = {
+                "epoch": epoch,
+                "step": state["step"],
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": float(np.mean(losses)),
+                "val_loss": val["loss"],
+                f"val_{metric}": score,
+                "seconds": round(time.perf_counter() - t_epoch, 2),
+            }
             if "macro_f1" in val["metrics"] and metric != "macro_f1":
                 row["val_macro_f1"] = val["metrics"]["macro_f1"]
             run_log.write(row)
-            log.info("epoch %d: train loss %.4f, val loss %.4f, val %s %.4f%s", epoch,
-                     row["train_loss"], val["loss"], metric, score, " (best)" if improved else "")
+            log.info(
+                "epoch %d: train loss %.4f, val loss %.4f, val %s %.4f%s",
+                epoch,
+                row["train_loss"],
+                val["loss"],
+                metric,
+                score,
+                " (best)" if improved else "",
+            )
             if state["stopped"]:
                 log.info("stopping early: no val improvement for %d epochs", config.patience)
                 break
@@ -257,8 +336,13 @@ def train(data: str | Path, out: str | Path, config: TrainConfig | None = None,
 
     best = load_checkpoint(best_path)
     atomic_write_bytes(run_dir / "spec.json", best.spec.to_json().encode())
-    summary = {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
-               f"best_val_{metric}": state["best"], "val": best.spec.metrics.get("val", {})}
+    summary = {
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        f"best_val_{metric}": state["best"],
+        "val": best.spec.metrics.get("val", {}),
+    }
     atomic_write_bytes(run_dir / "metrics.json", json.dumps(summary, indent=2).encode())
-    return TrainResult(run_dir, best.spec, state["best_epoch"], best.spec.metrics.get("val", {}),
-                       state["epoch"])
+    return TrainResult(
+        run_dir, best.spec, state["best_epoch"], best.spec.metrics.get("val", {}), state["epoch"]
+    )

@@ -36,8 +36,18 @@ WINDOW_SAMPLES = 16000
 CORRUPTION = {"none": 0.40, "image": 0.30, "audio": 0.30}
 TEXT_PROBABILITY = 0.40
 FRAME_SIZES = ((96, 96), (96, 128), (120, 160))  # (height, width): a few camera shapes
-TEMPLATES = ("{w}", "{d}", "it is {w}", "it's {d}", "number {w}", "the digit {d}", "{w}!",
-             "i think {w}", "{d} please", "shows {w}")
+TEMPLATES = (
+    "{w}",
+    "{d}",
+    "it is {w}",
+    "it's {d}",
+    "number {w}",
+    "the digit {d}",
+    "{w}!",
+    "i think {w}",
+    "{d} please",
+    "shows {w}",
+)
 
 
 def typo(word: str, rng: np.random.Generator) -> str:
@@ -125,16 +135,30 @@ def generate(out: str | Path, n: int = 3000, seed: int = 0, workers: int = 0) ->
         lines = [make_sample(i, seed, str(out)) for i in range(n)]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            lines = list(pool.map(make_sample, range(n), [seed] * n, [str(out)] * n,
-                                  chunksize=max(1, n // (8 * workers))))
+            lines = list(
+                pool.map(
+                    make_sample,
+                    range(n),
+                    [seed] * n,
+                    [str(out)] * n,
+                    chunksize=max(1, n // (8 * workers)),
+                )
+            )
     # The manifest is written last and in one rename: a half-generated folder never
     # looks like a finished data set.
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     os.replace(tmp, manifest)
     splits = {s: sum(1 for x in lines if x["split"] == s) for s in ("train", "val", "test")}
-    info = {"name": "avdigits", "n": n, "seed": seed, "fusionedge_version": __version__,
-            "corruption": CORRUPTION, "text_probability": TEXT_PROBABILITY, "splits": splits}
+    info = {
+        "name": "avdigits",
+        "n": n,
+        "seed": seed,
+        "fusionedge_version": __version__,
+        "corruption": CORRUPTION,
+        "text_probability": TEXT_PROBABILITY,
+        "splits": splits,
+    }
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     seconds = time.perf_counter() - start
     log.info("avdigits: %d samples in %.1f s (%d workers)", n, seconds, workers)

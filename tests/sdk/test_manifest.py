@@ -365,12 +365,6 @@ def test_manifest_lines_may_use_unicode(root, media):
     assert record.text == "naïve café ☕" and record.label == "café"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="sdk bug: manifest.py read_manifest lets a bare UnicodeDecodeError escape for a "
-    "line that is not UTF-8; the message names neither the file nor the line",
-)
 def test_invalid_utf8_line_names_file_and_line(root, media):
     manifest = root / MANIFEST_NAME
     manifest.write_bytes(

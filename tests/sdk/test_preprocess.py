@@ -156,12 +156,6 @@ def test_corrupt_image_file_raises_media_error_naming_the_path(tmp_path, name, w
         assert str(path) in str(err.value) and fragment in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="likely sdk bug: preprocess.py read_image decodes with IMREAD_UNCHANGED, which "
-    "ignores the EXIF orientation tag that cv2.imread and photo viewers apply, so phone "
-    "photos taken in portrait are loaded sideways",
-)
 def test_jpeg_exif_orientation_is_applied(tmp_path, media):
     path = media.png(tmp_path / "plain.jpg", solid(20, 40, RED_BGR))
     data = path.read_bytes()
@@ -288,12 +282,6 @@ def test_mono_int32_array_is_scaled_to_unit_range():
     np.testing.assert_allclose(to_mono_float32(pcm), [0.5, -1.0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sdk bug: preprocess.py to_mono_float32 averages [S, C] integer PCM with "
-    ".mean(axis=1) before the int16/int32 scaling, so stereo int16 comes back as float64 "
-    "in integer units (16384.0 instead of 0.5)",
-)
 @pytest.mark.parametrize("dtype", [np.int16, np.int32])
 def test_stereo_integer_array_is_scaled_to_unit_range(dtype):
     full = np.iinfo(dtype).max + 1

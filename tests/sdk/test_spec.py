@@ -223,11 +223,6 @@ def test_bool_schema_version_is_rejected(make_spec):
         ModelSpec.from_dict(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sdk bug: spec.py ModelSpec.from_dict reports a non-int schema_version ('1', 1.0, "
-    "None) as 'newer than this fusionedge reads ... upgrade fusionedge' instead of a type error",
-)
 @pytest.mark.parametrize("version", ["1", 1.0, None])
 def test_non_int_schema_version_is_a_type_error_not_upgrade(make_spec, version):
     data = full_dict(make_spec)
