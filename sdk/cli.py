@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fusionedge.demo import DEFAULT_SAMPLES
 from fusionedge.version import __version__
 
 log = logging.getLogger("fusionedge")
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-data", help="write the built-in avdigits demo data set")
     p.add_argument("dir", help="output folder (manifest.jsonl, img/, wav/)")
-    p.add_argument("--n", type=int, default=3000, help="samples (default 3000)")
+    p.add_argument(
+        "--n", type=int, default=DEFAULT_SAMPLES, help=f"samples (default {DEFAULT_SAMPLES})"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
     p.set_defaults(run=cmd_demo_data)
@@ -142,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="demo data, training and evaluation in one go")
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
-    p.add_argument("--n", type=int, default=3000, help="demo samples (default 3000)")
+    p.add_argument(
+        "--n", type=int, default=DEFAULT_SAMPLES, help=f"demo samples (default {DEFAULT_SAMPLES})"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--set",

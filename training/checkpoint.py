@@ -34,6 +34,7 @@ class Checkpoint:
     state: dict[str, Any]
     optimizer: dict[str, Any] | None = None
     rng: torch.Tensor | None = None
+    ema: dict[str, torch.Tensor] | None = None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -57,11 +58,17 @@ def save_checkpoint(
     model: torch.nn.Module,
     state: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    ema: torch.nn.Module | None = None,
 ) -> None:
-    """Saves weights (and, for resuming, optimiser and RNG state) to one safetensors file."""
+    """Saves weights (and, for resuming, optimiser, weight-average and RNG state) to one
+    safetensors file."""
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update(
+            {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+        )
     meta = {
         "format": FORMAT,
         "fusionedge.spec": spec.to_json(indent=None),
@@ -101,6 +108,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"{path}: not a fusionedge checkpoint (metadata format is "
             f"{meta.get('format')!r}, expected {FORMAT!r})"
         )
+    if "fusionedge.spec" not in meta:
+        raise CheckpointError(
+            f"{path}: checkpoint metadata has no 'fusionedge.spec'; the "
+            "file is damaged or was not written by fusionedge"
+        )
     spec = ModelSpec.from_json(meta["fusionedge.spec"])
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer = None
@@ -114,8 +126,14 @@ def load_checkpoint(path: Path) -> Checkpoint:
         for index, values in opt_meta["scalars"].items():
             state.setdefault(int(index), {}).update(values)
         optimizer = {"state": state, "param_groups": opt_meta["param_groups"]}
+    ema = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
     return Checkpoint(
-        spec, model, json.loads(meta.get("state", "{}")), optimizer, tensors.get("rng.torch")
+        spec,
+        model,
+        json.loads(meta.get("state", "{}")),
+        optimizer,
+        tensors.get("rng.torch"),
+        ema or None,
     )
 
 

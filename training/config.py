@@ -94,6 +94,10 @@ class TrainConfig:
             same fusion and head with only that modality present. Without it a fused
             model leans on the modality that is easiest to learn and under-trains the
             others, which then fail when they are all that is left.
+        ema_decay: Validation, "best" and the exported weights are an exponential moving
+            average of the trained weights with this decay per step (0 turns it off).
+            Averaging removes most of the epoch-to-epoch jitter a small model shows on
+            noisy data, so early stopping picks a model, not a lucky epoch.
         threads: CPU threads for torch; 0 keeps torch's default.
         tensorboard: Write TensorBoard logs to RUN/tensorboard when tensorboard is installed.
     """
@@ -114,6 +118,7 @@ class TrainConfig:
         default_factory=lambda: {"image": 0.3, "audio": 0.3, "text": 0.2}
     )
     unimodal_loss_weight: float = 0.5
+    ema_decay: float = 0.995
     threads: int = 0
     tensorboard: bool = True
 
@@ -126,9 +131,15 @@ class TrainConfig:
             ("optim.lr", self.optim.lr > 0, "a positive number"),
             ("threads", self.threads >= 0, "0 (default) or more"),
             ("unimodal_loss_weight", self.unimodal_loss_weight >= 0, "0 (off) or more"),
+            ("ema_decay", 0 <= self.ema_decay < 1, "a decay in [0, 1)"),
         ]:
             if not ok:
                 raise SpecError(f"{key}: expected {accepted}")
+        for m in self.model.encoder_params:
+            if m not in ("image", "audio", "text"):
+                raise SpecError(
+                    f"model.encoder_params.{m}: unknown modality; accepted: image, audio, text"
+                )
         for m, p in self.modality_dropout.items():
             if m not in ("image", "audio", "text") or not 0.0 <= p < 1.0:
                 raise SpecError(
@@ -143,6 +154,24 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+def yaml_load(text: str) -> Any:
+    """yaml.safe_load, except that 1e-3 is a number as in YAML 1.2 and JSON.
+
+    PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-3` would be the string
+    "1e-3", and learning rates are written exactly that way.
+    """
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    number = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """ "optim.lr=1e-3" -> ("optim.lr", 0.001). Values are parsed as YAML scalars/lists."""
     import yaml
@@ -151,7 +180,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise SpecError(f"--set expects key=value (e.g. optim.lr=0.001), got {item!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise SpecError(f"--set {item!r}: the value is not valid YAML: {e}") from e
     return key.strip(), value
@@ -190,7 +219,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = yaml_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise SpecError(f"{path}: not valid YAML: {e}") from e
         if not isinstance(loaded, dict):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from fusionedge.arrays import load_arrays
 from fusionedge.manifest import read_manifest
@@ -77,6 +78,20 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW(groups, lr=config.optim.lr)
 
 
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights and the BatchNorm statistics."""
+    if decay == 0:
+        return None
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        # Warm-up (as in timm's ModelEmaV2): early on the average follows the weights
+        # closely, so a short run on a small data set is not judged on its initial weights.
+        d = min(decay, (1 + float(count)) / (10 + float(count)))
+        return averaged * d + current * (1 - d)
+
+    return AveragedModel(model, avg_fn=average, use_buffers=True)
+
+
 def drop_modalities(
     present: np.ndarray, spec: ModelSpec, config: TrainConfig, rng: np.random.Generator
 ) -> np.ndarray:
@@ -115,7 +130,7 @@ def training_loss(
         logits = model.head(model.fuse(encoded[rows], only))
         terms.append(model.loss(logits, target[rows]))
     if terms:
-        loss = loss + config.unimodal_loss_weight * torch.stack(terms).mean()
+        loss = loss + config.unimodal_loss_weight * torch.stack(terms).sum()
     return loss
 
 
@@ -135,6 +150,19 @@ class RunLog:
                 )
             else:
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drops rows of epochs after `epoch` (written by a run killed before its checkpoint)."""
+        if not self.csv_path.exists():
+            return
+        with self.csv_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if int(r["epoch"]) <= epoch]
+        if len(kept) < len(rows):
+            with self.csv_path.open("w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=list(rows[0]))
+                out.writeheader()
+                out.writerows(kept)
 
     def write(self, row: dict[str, Any]) -> None:
         new = not self.csv_path.exists()
@@ -224,6 +252,7 @@ def train(
 
     model = FusedModel(spec).to(device)
     optimizer = make_optimizer(model, config)
+    ema = make_ema(model, config.ema_decay)
     state: dict[str, Any] = {
         "epoch": 0,
         "step": 0,
@@ -236,6 +265,12 @@ def train(
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
         torch.set_rng_state(checkpoint.rng)
+        if ema is not None and checkpoint.ema is not None:
+            ema.load_state_dict(checkpoint.ema)
+        elif ema is not None:
+            log.warning(
+                "%s has no weight average; starting one from the resumed weights", last_path
+            )
         state = checkpoint.state
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
     else:
@@ -250,12 +285,13 @@ def train(
             device,
         )
 
+    run_log = RunLog(run_dir, config.tensorboard)
+    run_log.truncate_after(state["epoch"])
     metric, higher_better = primary_metric(spec.task)
     steps_per_epoch = math.ceil(len(train_arrays) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, round(config.optim.warmup_epochs * steps_per_epoch))
     scaler = make_scaler(device, config.amp)
-    run_log = RunLog(run_dir, config.tensorboard)
     tensors = to_torch(train_arrays)
     try:
         while state["epoch"] < config.epochs and not state.get("stopped"):
@@ -293,9 +329,12 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses.append(loss.item())
                 state["step"] += 1
-            val = evaluate_arrays(model, spec, val_arrays, device)
+            eval_model = model if ema is None else ema.module
+            val = evaluate_arrays(eval_model, spec, val_arrays, device)
             score = val["metrics"][metric]
             improved = state["best"] is None or (
                 score > state["best"] if higher_better else score < state["best"]
@@ -305,8 +344,7 @@ def train(
             if improved:
                 state.update(best=score, best_epoch=epoch)
                 best_spec = spec.replace(metrics={"val": val["metrics"], "epoch": epoch})
-                save_checkpoint(best_path, best_spec, model)
-            save_checkpoint(last_path, spec, model, state, optimizer)
+                save_checkpoint(best_path, best_spec, eval_model)
             row = {
                 "epoch": epoch,
                 "step": state["step"],
@@ -319,6 +357,9 @@ def train(
             if "macro_f1" in val["metrics"] and metric != "macro_f1":
                 row["val_macro_f1"] = val["metrics"]["macro_f1"]
             run_log.write(row)
+            # After the log row: a run killed in between re-runs this epoch on resume, and
+            # truncate_after drops the row it wrote, so log.csv never has a hole.
+            save_checkpoint(last_path, spec, model, state, optimizer, ema)
             log.info(
                 "epoch %d: train loss %.4f, val loss %.4f, val %s %.4f%s",
                 epoch,

@@ -23,12 +23,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fusionedge.demo import DEFAULT_SAMPLES
 from fusionedge.manifest import MANIFEST_NAME, split_for_id
 from fusionedge.version import __version__
 
 log = logging.getLogger(__name__)
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 16000
 # What can go wrong per sample: nothing, the camera, or the microphone (never both, so
@@ -109,7 +111,9 @@ def make_sample(index: int, seed: int, root: str) -> dict[str, Any]:
     return line
 
 
-def generate(out: str | Path, n: int = 3000, seed: int = 0, workers: int = 0) -> dict[str, Any]:
+def generate(
+    out: str | Path, n: int = DEFAULT_SAMPLES, seed: int = 0, workers: int = 0
+) -> dict[str, Any]:
     """Writes the avdigits data set to `out`.
 
     Args:

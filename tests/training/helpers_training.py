@@ -1,0 +1,214 @@
+"""Helpers for the training tests: tiny specs and configs, and small real data sets.
+
+Test modules import them by name (this folder is on sys.path under pytest's default
+import mode); conftest.py builds its fixtures on them.
+
+The data sets are written as real files (PNG images, WAV audio, manifest.jsonl) so that
+training goes through the same decoding as a user's data. Each class is easy to tell
+apart in every modality (a solid colour, a pure tone, a word), so a few epochs of a tiny
+model learn it, and a test can ask for accuracy far above chance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import soundfile as sf
+
+from fusionedge.spec import (
+    AudioSpec,
+    ComponentSpec,
+    ImageSpec,
+    ModelSpec,
+    TextSpec,
+    TokenizerSpec,
+)
+
+# Model-sized settings that keep a CPU epoch on ~100 samples well under a second.
+TINY_OVERRIDES = (
+    "image.height=16",
+    "image.width=16",
+    "audio.sample_rate=8000",
+    "audio.num_samples=4000",
+    "audio.n_fft=256",
+    "audio.hop_length=128",
+    "audio.n_mels=16",
+    "text_max_length=12",
+    "model.embed_dim=16",
+    "model.encoder_params.image.width=8",
+    "model.encoder_params.image.depth=2",
+    "model.encoder_params.audio.width=16",
+    "model.encoder_params.audio.depth=3",
+    "model.encoder_params.text.width=16",
+    "batch_size=16",
+    "optim.lr=0.01",
+    "optim.warmup_epochs=0.5",
+    "device=cpu",
+    "amp=false",
+    "tensorboard=false",
+    "patience=0",
+    # One thread: on a shared 2-core machine two spinning intra-op threads made each
+    # tiny epoch ~30x slower; it also makes runs repeat exactly across processes.
+    "threads=1",
+)
+
+TINY_IMAGE = ImageSpec(height=16, width=16)
+TINY_AUDIO = AudioSpec(sample_rate=8000, num_samples=4000, n_fft=256, hop_length=128, n_mels=16)
+TINY_TEXT = TextSpec(
+    max_length=10, tokenizer=TokenizerSpec(vocab=tuple("abcdefghijklmnopqrstuvwxyz "))
+)
+
+LABELS = {
+    "multiclass": ("blue", "green", "red"),
+    "binary": ("no", "yes"),
+    "multilabel": ("a", "b", "c"),
+    "regression": ("value",),
+}
+
+# Per class: a BGR colour (as OpenCV writes it), a tone in Hz and a word.
+CLASSES = {
+    "red": ((40, 40, 220), 400.0, "red"),
+    "green": ((40, 200, 40), 1000.0, "green"),
+    "blue": ((220, 60, 40), 2200.0, "blue"),
+}
+
+MULTILABEL_TONES = (400.0, 1000.0, 2200.0)
+
+
+def tiny_spec(
+    modalities: Sequence[str] = ("image", "audio", "text"),
+    task: str = "multiclass",
+    image_encoder: str | None = None,
+    audio_encoder: str | None = None,
+    text_encoder: str | None = None,
+    fusion: str = "concat",
+    head_params: dict[str, Any] | None = None,
+    encoder_params: dict[str, dict[str, Any]] | None = None,
+    embed_dim: int = 16,
+) -> ModelSpec:
+    """A small valid ModelSpec.
+
+    Encoders default to the first registered name per modality, with the part's own
+    default keyword arguments (so any registered part builds without knowing its options).
+    """
+    from fusionedge.training.model import ENCODERS  # fills the registries
+
+    names = {"image": image_encoder, "audio": audio_encoder, "text": text_encoder}
+    params = encoder_params or {}
+    encoders = {
+        m: ComponentSpec(names[m] or ENCODERS[m].names()[0], dict(params.get(m, {})))
+        for m in modalities
+    }
+    return ModelSpec(
+        modalities=tuple(modalities),
+        labels=LABELS[task],
+        task=task,  # type: ignore[arg-type]
+        encoders=encoders,
+        fusion=ComponentSpec(fusion),
+        head=ComponentSpec(task, dict(head_params or {})),
+        embed_dim=embed_dim,
+        image=TINY_IMAGE if "image" in modalities else None,
+        audio=TINY_AUDIO if "audio" in modalities else None,
+        text=TINY_TEXT if "text" in modalities else None,
+    )
+
+
+def tiny_config(*extra: str):
+    """A TrainConfig with the tiny settings, then the extra key=value overrides."""
+    from fusionedge.training.config import load_config
+
+    return load_config(None, [*TINY_OVERRIDES, *extra])
+
+
+def write_dataset(
+    root: Path,
+    per_split: dict[str, int] | None = None,
+    modalities: Sequence[str] = ("image", "audio", "text"),
+    task: str = "multiclass",
+    gray: bool = False,
+    rate: int = 16000,
+    seconds: float = 0.6,
+    image_size: tuple[int, int] = (20, 24),
+    seed: int = 0,
+    classes: Sequence[str] = tuple(sorted(CLASSES)),
+) -> Path:
+    """Writes a small labelled data set (PNG + WAV + manifest.jsonl) under root.
+
+    per_split is the number of samples per class in each split (for multilabel and
+    regression the classes still pick the tone; the labels come from elsewhere). Text,
+    when asked for, is on every other sample only, so the data set also has samples with
+    a modality missing.
+
+    Labels by task: multiclass and binary -> the class name; multilabel -> a random
+    subset of "a", "b", "c", each lighting one colour channel and adding one tone;
+    regression -> the class's tone frequency in kHz plus noise.
+    """
+    per_split = per_split or {"train": 16, "val": 6, "test": 4}
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "wav").mkdir(exist_ok=True)
+    lines: list[dict[str, Any]] = []
+    names = sorted(classes)
+    for split, count in per_split.items():
+        for k in range(count * len(names)):
+            name = names[k % len(names)]
+            colour, tone, word = CLASSES[name]
+            sample_id = f"{split}{k:03d}"
+            line: dict[str, Any] = {"id": sample_id, "split": split}
+            tones = [tone]
+            if task == "multilabel":
+                # A random subset of labels, so every combination occurs; label i lights
+                # colour channel i and adds tone i.
+                bits = rng.random(3) < 0.5
+                colour = tuple(int(220 * b + 30) for b in bits)  # B, G, R
+                tones = [t for t, b in zip(MULTILABEL_TONES, bits, strict=True) if b]
+                line["label"] = [c for c, b in zip("abc", bits, strict=True) if b]
+            elif task == "regression":
+                line["label"] = round(tone / 1000 + float(rng.normal(0, 0.02)), 4)
+            else:
+                line["label"] = name
+            if "image" in modalities:
+                h, w = image_size
+                noise = rng.normal(0, 12, size=(h, w, 3))
+                pixels = np.clip(np.array(colour)[None, None, :] + noise, 0, 255).astype(np.uint8)
+                if gray:
+                    pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+                rel = f"img/{sample_id}.png"
+                assert cv2.imwrite(str(root / rel), pixels)
+                line["image"] = rel
+            if "audio" in modalities:
+                t = np.arange(round(rate * seconds)) / rate
+                phase = rng.uniform(0, 2 * np.pi)
+                amplitude = rng.uniform(0.2, 0.6)
+                pcm = sum(amplitude * np.sin(2 * np.pi * f * t + phase) for f in tones)
+                pcm = np.zeros_like(t) + pcm + rng.normal(0, 0.02, size=t.shape)
+                rel = f"wav/{sample_id}.wav"
+                sf.write(str(root / rel), pcm.astype(np.float32), rate, subtype="PCM_16")
+                line["audio"] = rel
+            if "text" in modalities and k % 2 == 0:
+                line["text"] = word if task in ("multiclass", "binary") else f"sample {k}"
+            lines.append(line)
+    (root / "manifest.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8"
+    )
+    return root
+
+
+def read_log(run_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (run_dir / "log.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """The model tensors of a checkpoint, read with safetensors only."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}  # noqa: SIM118
