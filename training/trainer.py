@@ -9,11 +9,12 @@ a generator seeded by (seed, epoch) and torch's RNG state is restored.
 
 from __future__ import annotations
 
-import csv
+import functools
 import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from fusionedge.training.config import TrainConfig, config_from_json
 from fusionedge.training.device import autocast_context, make_scaler, resolve_device
 from fusionedge.training.model import FusedModel, count_parameters
 from fusionedge.training.predict import evaluate_arrays, to_torch
+from fusionedge.training.runlog import RunLog
 
 log = logging.getLogger(__name__)
 
@@ -134,52 +136,61 @@ def training_loss(
     return loss
 
 
-class RunLog:
-    """CSV (always) and TensorBoard (when installed and enabled) per-epoch logs."""
+def run_epoch(
+    model: FusedModel,
+    optimizer: torch.optim.Optimizer,
+    ema: AveragedModel | None,
+    scaler: torch.amp.GradScaler,
+    tensors: dict[str, torch.Tensor],
+    present: np.ndarray,
+    epoch: int,
+    state: dict[str, Any],
+    schedule: Callable[[int], float],
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool,
+) -> list[float]:
+    """One pass over the training arrays; returns the batch losses.
 
-    def __init__(self, run_dir: Path, tensorboard: bool) -> None:
-        self.csv_path = run_dir / "log.csv"
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                log.info(
-                    "tensorboard is not installed; logging to log.csv only "
-                    "(pip install 'fusionedge[train]')"
-                )
-            else:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+    Every random choice (order, modality dropout, augmentation) comes from generators
+    seeded by (seed, epoch), which is what makes a resumed run repeat exactly.
+    """
+    spec = model.spec
+    model.train()
+    rng = np.random.default_rng([config.seed, epoch])
+    order = rng.permutation(len(present))
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    present = drop_modalities(present, spec, config, rng)
+    losses = []
+    batches: Iterable[int] = range(0, len(order), config.batch_size)
+    if progress:
+        from tqdm import tqdm
 
-    def truncate_after(self, epoch: int) -> None:
-        """Drops rows of epochs after `epoch` (written by a run killed before its checkpoint)."""
-        if not self.csv_path.exists():
-            return
-        with self.csv_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        kept = [r for r in rows if int(r["epoch"]) <= epoch]
-        if len(kept) < len(rows):
-            with self.csv_path.open("w", newline="") as f:
-                out = csv.DictWriter(f, fieldnames=list(rows[0]))
-                out.writeheader()
-                out.writerows(kept)
-
-    def write(self, row: dict[str, Any]) -> None:
-        new = not self.csv_path.exists()
-        with self.csv_path.open("a", newline="") as f:
-            out = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                out.writeheader()
-            out.writerow(row)
-        if self.writer is not None:
-            for key, value in row.items():
-                if key != "epoch" and isinstance(value, int | float):
-                    self.writer.add_scalar(key, value, row["epoch"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        batches = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, unit="batch")
+    for start in batches:
+        idx = torch.from_numpy(order[start : start + config.batch_size])
+        inputs = {m: tensors[m][idx] for m in spec.modalities}
+        if "image" in inputs and config.augment.image_enabled:
+            inputs["image"] = augment_images(inputs["image"], config.augment, generator)
+        inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
+        mask = torch.from_numpy(present[idx.numpy()]).to(device)
+        target = tensors["targets"][idx].to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(state["step"])
+        with autocast_context(device, config.amp):
+            loss = training_loss(model, inputs, mask, target, config)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.optim.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if ema is not None:
+            ema.update_parameters(model)
+        losses.append(loss.item())
+        state["step"] += 1
+    return losses
 
 
 def train(
@@ -289,50 +300,30 @@ def train(
     run_log.truncate_after(state["epoch"])
     metric, higher_better = primary_metric(spec.task)
     steps_per_epoch = math.ceil(len(train_arrays) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
     warmup = max(1, round(config.optim.warmup_epochs * steps_per_epoch))
+    schedule = functools.partial(
+        lr_at, total=steps_per_epoch * config.epochs, warmup=warmup, config=config
+    )
     scaler = make_scaler(device, config.amp)
     tensors = to_torch(train_arrays)
     try:
         while state["epoch"] < config.epochs and not state.get("stopped"):
             epoch = state["epoch"] + 1
             t_epoch = time.perf_counter()
-            model.train()
-            rng = np.random.default_rng([config.seed, epoch])
-            order = rng.permutation(len(train_arrays))
-            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            present = drop_modalities(train_arrays.present, spec, config, rng)
-            losses = []
-            batches = range(0, len(order), config.batch_size)
-            if progress:
-                from tqdm import tqdm
-
-                batches = tqdm(
-                    batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, unit="batch"
-                )
-            for start in batches:
-                idx = torch.from_numpy(order[start : start + config.batch_size])
-                inputs = {m: tensors[m][idx] for m in spec.modalities}
-                if "image" in inputs and config.augment.image_enabled:
-                    inputs["image"] = augment_images(inputs["image"], config.augment, generator)
-                inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
-                mask = torch.from_numpy(present[idx.numpy()]).to(device)
-                target = tensors["targets"][idx].to(device)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(state["step"], total_steps, warmup, config)
-                with autocast_context(device, config.amp):
-                    loss = training_loss(model, inputs, mask, target, config)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.optim.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if ema is not None:
-                    ema.update_parameters(model)
-                losses.append(loss.item())
-                state["step"] += 1
+            losses = run_epoch(
+                model,
+                optimizer,
+                ema,
+                scaler,
+                tensors,
+                train_arrays.present,
+                epoch,
+                state,
+                schedule,
+                config,
+                device,
+                progress,
+            )
             eval_model = model if ema is None else ema.module
             val = evaluate_arrays(eval_model, spec, val_arrays, device)
             score = val["metrics"][metric]
