@@ -31,7 +31,7 @@ SAMPLE_RATE = 16000
 # The model's audio window is 1 s; a margin leaves room for speed perturbation and placement.
 MAX_DURATION_S = 0.95
 PEAK_DBFS = -3.0
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "sdk" / "demo" / "speech"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "sdk" / "demo" / "speech-bank"
 MAX_BANK_BYTES = 5_000_000
 
 # Accents that ship with espeak-ng itself (the mbrola voices need extra packages).

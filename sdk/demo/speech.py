@@ -1,6 +1,6 @@
 """Spoken digits for the demo data set: the bundled speech bank, augmentation, corruption.
 
-The bank (``speech/``, made by ``scripts/make_speech_bank.py`` with espeak-ng) holds short
+The bank (``speech-bank/``, made by ``scripts/make_speech_bank.py`` with espeak-ng) holds short
 clips of "zero".."nine" in several voices. `augment_speech` turns one clip into a realistic
 microphone window; `corrupt_speech` turns a window into one whose digit cannot be heard,
 the way a real microphone fails, so a model learns when not to trust its audio.
@@ -19,7 +19,7 @@ import soxr
 
 logger = logging.getLogger(__name__)
 
-SPEECH_DIR: Path = Path(__file__).resolve().with_name("speech")
+SPEECH_DIR: Path = Path(__file__).resolve().with_name("speech-bank")
 _INDEX = "index.json"
 _MAKE_SCRIPT = "scripts/make_speech_bank.py"
 
