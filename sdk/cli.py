@@ -51,14 +51,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def evaluate(model: str, data: str, split: str) -> dict[str, Any]:
-    path = Path(model)
-    if path.suffix == ".onnx":
-        raise ValueError(
-            f"{model}: evaluating .onnx files comes with the runtime; pass a run folder for now"
-        )
+    """A run folder (PyTorch) or an .onnx file (ONNX Runtime, no torch): same result keys."""
+    if Path(model).suffix == ".onnx":
+        from fusionedge.runtime.evaluate import evaluate_model_file
+
+        return evaluate_model_file(model, data, split)
     from fusionedge.training.evaluate import evaluate_run
 
-    return evaluate_run(path, data, split)
+    return evaluate_run(model, data, split)
 
 
 def format_eval(result: dict[str, Any]) -> str:
@@ -84,24 +84,69 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from fusionedge.demo.avdigits import generate
-    from fusionedge.training.config import load_config
-    from fusionedge.training.trainer import train
+    from fusionedge.quickstart import format_report, run_quickstart
 
-    out = Path(args.out)
-    data, run = out / "data", out / "run"
-    if not (data / "manifest.jsonl").exists():
-        generate(data, n=args.n, seed=args.seed)
-    else:
-        log.info("reusing the demo data in %s", data)
-    if not (run / "best.safetensors").exists():
-        train(data, run, load_config(None, args.set), progress=sys.stderr.isatty())
-    else:
-        log.info("reusing the trained run in %s", run)
-    result = evaluate(str(run), str(data), "test")
-    (out / "report.json").write_text(json.dumps({"eval": result}, indent=2))
-    print(format_eval(result))
-    print(f"report: {out / 'report.json'}")
+    report = run_quickstart(args.out, args.n, args.seed, args.set)
+    print(format_report(report))
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fusionedge.export.run import export_run, report_path
+
+    report = export_run(args.run, args.out, args.data, args.opset)
+    parity = report["parity"]
+    print(
+        f"wrote {args.out} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}, "
+        f"{report['nodes']} nodes); parity: max |score difference| "
+        f"{parity['max_abs_diff_scores']:.2e} over {parity['cases']} cases"
+    )
+    print(f"report: {report_path(Path(args.out))}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fusionedge.runtime import Predictor
+
+    with Predictor.from_path(args.model, providers=args.providers) as predictor:
+        result = predictor.predict(image=args.image, audio=args.audio, text=args.text)
+    if args.json:
+        out = result.to_dict()
+        out.pop("embedding")
+        out["providers"] = predictor.providers
+        print(json.dumps(out))
+        return 0
+    shown = result.label if result.value is None else f"{result.value:.4f}"
+    given = "+".join(m for m, p in result.present.items() if p) or "nothing"
+    print(
+        f"{shown}   (from {given}; {result.latency_ms['total']:.1f} ms on {predictor.providers[0]})"
+    )
+    for label, score in result.top_k:
+        print(f"  {label:<20}{score:.4f}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.info import model_info
+
+    info = model_info(args.model)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    spec = info["spec"]
+    print(
+        f"{args.model}: {info['bytes'] / 1e6:.2f} MB, fusionedge {spec['fusionedge_version']}, "
+        f"schema {spec['schema_version']}, opset {info['opset']}"
+    )
+    print(f"  task {spec['task']}, {len(spec['labels'])} labels: {', '.join(spec['labels'])}")
+    for name, value in info["inputs"].items():
+        print(f"  input  {name:<10}{value}")
+    for name, value in info["outputs"].items():
+        print(f"  output {name:<10}{value}")
+    print(f"  preprocessing: {json.dumps(info['preprocessing'])}")
+    print(f"  validation metrics at training: {json.dumps(info['metrics'])}")
+    print(f"  providers available: {', '.join(info['providers_available'])}")
     return 0
 
 
@@ -119,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
-    p.set_defaults(run=cmd_demo_data)
+    p.set_defaults(run_command=cmd_demo_data)
 
     p = sub.add_parser("train", help="train a fused model on a manifest data set")
     p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
@@ -134,16 +179,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(run_command=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model, fused and per modality")
-    p.add_argument("model", help="run folder (or its .safetensors checkpoint)")
+    p.add_argument("model", help="run folder (or its .safetensors checkpoint), or a .onnx file")
     p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run=cmd_eval)
+    p.set_defaults(run_command=cmd_eval)
 
-    p = sub.add_parser("quickstart", help="demo data, training and evaluation in one go")
+    p = sub.add_parser("export", help="export a trained run to one ONNX file")
+    p.add_argument("run", help="run folder (or its .safetensors checkpoint)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--data",
+        help="data set for the parity check on real samples "
+        "(default: the one the run was trained on)",
+    )
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.set_defaults(run_command=cmd_export)
+
+    p = sub.add_parser("predict", help="predict one sample with an ONNX model (no torch)")
+    p.add_argument("model", help="a .onnx file written by fusionedge export")
+    p.add_argument("--image", help="image file")
+    p.add_argument("--audio", help="audio file (WAV, FLAC, ...)")
+    p.add_argument("--text", help="a line of text")
+    p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run_command=cmd_predict)
+
+    p = sub.add_parser("info", help="what an ONNX model file takes and gives")
+    p.add_argument("model", help="a .onnx file written by fusionedge export")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run_command=cmd_info)
+
+    p = sub.add_parser("quickstart", help="demo data, training, export and evaluation in one go")
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
     p.add_argument(
         "--n", type=int, default=DEFAULT_SAMPLES, help=f"demo samples (default {DEFAULT_SAMPLES})"
@@ -156,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a training config key (repeatable)",
     )
-    p.set_defaults(run=cmd_quickstart)
+    p.set_defaults(run_command=cmd_quickstart)
     return parser
 
 
@@ -167,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
-        return args.run(args)
+        return args.run_command(args)
     except (ValueError, FileNotFoundError, OSError) as e:
         # Caller mistakes (bad data, bad config, missing files) end in one clear line;
         # anything else is a bug and keeps its traceback.

@@ -373,6 +373,8 @@ def train(
         "epochs_run": state["epoch"],
         f"best_val_{metric}": state["best"],
         "val": best.spec.metrics.get("val", {}),
+        # Where the data set was: export checks parity on its validation samples.
+        "data": str(manifest.path.resolve()),
     }
     atomic_write_bytes(run_dir / "metrics.json", json.dumps(summary, indent=2).encode())
     return TrainResult(

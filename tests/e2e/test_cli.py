@@ -8,31 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import TINY_OVERRIDES
 
 from fusionedge.manifest import read_manifest
 
-# A tiny model; one torch thread (fastest for it, and steady on a busy 2-core machine).
-TINY = (
-    "image.height=16",
-    "image.width=16",
-    "audio.sample_rate=8000",
-    "audio.num_samples=4000",
-    "audio.n_fft=256",
-    "audio.hop_length=128",
-    "audio.n_mels=16",
-    "text_max_length=12",
-    "model.embed_dim=16",
-    "model.encoder_params.image.width=8",
-    "model.encoder_params.image.depth=2",
-    "model.encoder_params.audio.width=8",
-    "model.encoder_params.audio.depth=2",
-    "model.encoder_params.text.width=16",
-    "batch_size=16",
-    "epochs=3",
-    "device=cpu",
-    "tensorboard=false",
-    "threads=1",
-)
+TINY = (*TINY_OVERRIDES, "epochs=3")
 
 
 def fusionedge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

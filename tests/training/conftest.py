@@ -1,4 +1,4 @@
-"""Fixtures for the training tests; the helpers themselves live in helpers_training.py."""
+"""Fixtures for the training tests; the helpers themselves live in support.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers_training import write_dataset
+from support import write_dataset
 
 
 @pytest.fixture(autouse=True)

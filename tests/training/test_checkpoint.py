@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_training import tiny_spec
 from safetensors import safe_open
 from safetensors.torch import save_file
+from support import tiny_spec
 
 from fusionedge.spec import ModelSpec
 from fusionedge.training.checkpoint import (

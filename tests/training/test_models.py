@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from helpers_training import tiny_config, tiny_spec, write_dataset
+from support import tiny_config, tiny_spec, write_dataset
 
 from fusionedge.spec import TASKS, SpecError
 from fusionedge.training.model import ENCODERS, FUSIONS, HEADS, INPUT_NAMES, FusedModel

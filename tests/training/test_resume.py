@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_training import TINY_OVERRIDES, read_log, read_weights, tiny_config
+from support import TINY_OVERRIDES, read_log, read_weights, tiny_config
 
 from fusionedge.training import trainer
 from fusionedge.training.checkpoint import load_checkpoint

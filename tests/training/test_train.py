@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_training import LABELS, read_log, read_weights, tiny_config, write_dataset
+from support import LABELS, read_log, read_weights, tiny_config, write_dataset
 
 from fusionedge.manifest import read_manifest
 from fusionedge.spec import ModelSpec, SpecError

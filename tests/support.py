@@ -1,7 +1,7 @@
-"""Helpers for the training tests: tiny specs and configs, and small real data sets.
+"""Test helpers: tiny specs and configs, and small real data sets.
 
-Test modules import them by name (this folder is on sys.path under pytest's default
-import mode); conftest.py builds its fixtures on them.
+Test modules import them as `support` (tests/conftest.py puts this folder on sys.path
+under pytest's default import mode); tests/training/conftest.py builds fixtures on them.
 
 The data sets are written as real files (PNG images, WAV audio, manifest.jsonl) so that
 training goes through the same decoding as a user's data. Each class is easy to tell

@@ -1,0 +1,49 @@
+"""`fusionedge info MODEL`: what a model file takes and gives, read from the file alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
+
+
+def model_info(path: str | Path) -> dict[str, Any]:
+    """Spec, inputs, outputs, labels, training metrics, providers and file size.
+
+    Raises:
+        FileNotFoundError: no file at path.
+        ModelFileError: not an ONNX model, or not one written by fusionedge.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own exception types
+        raise ModelFileError(f"{path}: ONNX Runtime cannot load it as a model: {e}") from e
+    spec = spec_from_metadata(session.get_modelmeta().custom_metadata_map, path)
+    return {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "opset": _opset(path),
+        "spec": spec.to_dict(),
+        "inputs": {i.name: f"{i.type} {i.shape}" for i in session.get_inputs()},
+        "outputs": {o.name: f"{o.type} {o.shape}" for o in session.get_outputs()},
+        "labels": list(spec.labels),
+        "preprocessing": {m: spec.to_dict()[m] for m in spec.modalities},
+        "metrics": spec.metrics,
+        "providers_available": ort.get_available_providers(),
+    }
+
+
+def _opset(path: Path) -> int | None:
+    """The default-domain opset, when the onnx package is installed (it is optional here)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)

@@ -1,0 +1,301 @@
+"""Predictor: a fusionedge ONNX file in ONNX Runtime, with numpy in and out (no torch).
+
+    from fusionedge.runtime import Predictor
+
+    with Predictor.from_path("model.onnx") as predictor:
+        result = predictor.predict(image=frame_bgr, color_order="bgr",
+                                   audio=pcm, sample_rate=48000, text="seven")
+        print(result.label, result.scores, predictor.providers)
+
+Everything the model needs (input sizes, sample rate, tokenizer, labels) comes from the
+spec inside the file; the preprocessing is the same sdk code that training used.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
+from fusionedge.runtime.providers import check_active, requested_providers
+from fusionedge.runtime.result import Result, make_results
+from fusionedge.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ImageInput = np.ndarray | str | Path
+AudioInput = np.ndarray | str | Path
+INPUT_NAMES = {"image": "image", "audio": "audio", "text": "tokens"}
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How the ONNX Runtime session is set up.
+
+    Attributes:
+        providers: "auto" (CUDA when this onnxruntime build has it, then CPU) or a list
+            of provider names ("CUDAExecutionProvider", or short: "cuda", "cpu").
+        threads: Intra-op threads; 0 leaves ONNX Runtime's default (all cores).
+        strict: Raise when a requested provider is not active instead of warning.
+        spinning: Let idle ONNX Runtime threads spin. Off for live capture, where
+            spinning threads starve the camera and microphone threads.
+        top_k: How many (label, score) pairs a Result lists.
+    """
+
+    providers: str | Sequence[str] = "auto"
+    threads: int = 0
+    strict: bool = False
+    spinning: bool = True
+    top_k: int = 5
+
+
+class Predictor:
+    """Runs a fusionedge model file on images, audio and text, any subset of them."""
+
+    def __init__(self, path: str | Path, options: PredictorOptions | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.options = options or PredictorOptions()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no model file at {self.path}")
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.options.threads:
+            session_options.intra_op_num_threads = self.options.threads
+        if not self.options.spinning:
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        requested = requested_providers(self.options.providers)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), session_options, providers=requested
+            )
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load it as a model: {e}") from e
+        self.spec: ModelSpec = spec_from_metadata(
+            self.session.get_modelmeta().custom_metadata_map, self.path
+        )
+        self.providers: list[str] = self.session.get_providers()
+        self.missing_providers = check_active(requested, self.providers, self.options.strict)
+        self._tokenizer = None
+        log.info("loaded %s on %s", self.path, self.providers)
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path,
+        providers: str | Sequence[str] = "auto",
+        threads: int = 0,
+        strict: bool = False,
+        **options: Any,
+    ) -> Predictor:
+        """Opens a model file; see PredictorOptions for the arguments."""
+        return cls(
+            path, PredictorOptions(providers=providers, threads=threads, strict=strict, **options)
+        )
+
+    # ------------------------------------------------------------------ inputs
+
+    def prepare(
+        self,
+        image: ImageInput | None = None,
+        audio: AudioInput | None = None,
+        text: str | None = None,
+        sample_rate: int | None = None,
+        color_order: str = "rgb",
+    ) -> dict[str, np.ndarray | None]:
+        """One sample's raw inputs -> model arrays by modality (None where absent).
+
+        Args:
+            image: An RGB (or, with color_order="bgr", OpenCV BGR) array [H, W], [H, W, 1],
+                [H, W, 3] or [H, W, 4], or an image file path.
+            audio: PCM [samples] or [samples, channels] with its sample_rate, or an audio
+                file path.
+            text: A line of text.
+            sample_rate: Hz of an audio array (required with one).
+            color_order: "rgb" or "bgr", for image arrays.
+        """
+        given = {"image": image, "audio": audio, "text": text}
+        extra = [m for m, v in given.items() if v is not None and m not in self.spec.modalities]
+        if extra:
+            raise ValueError(f"this model takes {list(self.spec.modalities)}; got {extra} too")
+        out: dict[str, np.ndarray | None] = dict.fromkeys(self.spec.modalities)
+        if image is not None:
+            out["image"] = self._image(image, color_order)
+        if audio is not None:
+            out["audio"] = self._audio(audio, sample_rate)
+        elif sample_rate is not None and "audio" in self.spec.modalities:
+            raise ValueError("sample_rate was given without audio")
+        if text is not None:
+            out["text"] = self._text(text)
+        return out
+
+    def _image(self, image: ImageInput, color_order: str) -> np.ndarray:
+        from fusionedge import preprocess  # cv2 is loaded only when an image arrives
+
+        if isinstance(image, str | Path):
+            return preprocess.load_image(image, self.spec.image)
+        if not isinstance(image, np.ndarray):
+            raise TypeError(
+                f"image: expected a numpy array or a file path, got {type(image).__name__}"
+            )
+        return preprocess.prepare_image(image, self.spec.image, color_order)  # type: ignore[arg-type]
+
+    def _audio(self, audio: AudioInput, sample_rate: int | None) -> np.ndarray:
+        from fusionedge import preprocess
+
+        if isinstance(audio, str | Path):
+            if sample_rate is not None:
+                raise ValueError("sample_rate is for audio arrays; a file carries its own")
+            return preprocess.load_audio(audio, self.spec.audio)
+        if not isinstance(audio, np.ndarray):
+            raise TypeError(
+                f"audio: expected a numpy array or a file path, got {type(audio).__name__}"
+            )
+        if sample_rate is None:
+            raise ValueError(
+                f"audio: an array needs its sample_rate (Hz); the model takes "
+                f"{self.spec.audio.sample_rate} Hz and resamples others"
+            )
+        return preprocess.prepare_audio(audio, sample_rate, self.spec.audio)
+
+    def _text(self, text: str) -> np.ndarray:
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a str, got {type(text).__name__}")
+        if self._tokenizer is None:
+            from fusionedge.tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer(self.spec.text)
+        return self._tokenizer.encode(text)
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The raw model contract: named arrays in, (scores [N, C], embedding [N, D]) out.
+
+        Raises:
+            ValueError: an input is missing, extra, or of the wrong dtype or shape.
+        """
+        self._check_arrays(inputs)
+        scores, embedding = self.session.run(["scores", "embedding"], inputs)
+        return scores, embedding
+
+    def _check_arrays(self, inputs: dict[str, np.ndarray]) -> None:
+        expected = self.input_layout()
+        missing, extra = set(expected) - set(inputs), set(inputs) - set(expected)
+        if missing or extra:
+            raise ValueError(
+                f"model inputs are {sorted(expected)}; missing {sorted(missing)}, "
+                f"unexpected {sorted(extra)}"
+            )
+        n = {name: a.shape[0] if a.ndim else None for name, a in inputs.items()}
+        if len(set(n.values())) != 1:
+            raise ValueError(f"every input needs the same batch size; got {n}")
+        for name, (dtype, shape) in expected.items():
+            a = inputs[name]
+            if a.dtype != dtype or tuple(a.shape[1:]) != shape:
+                raise ValueError(
+                    f"input {name!r}: expected {np.dtype(dtype).name} [N, "
+                    f"{', '.join(map(str, shape))}], got {a.dtype} {list(a.shape)}"
+                )
+
+    def input_layout(self) -> dict[str, tuple[type, tuple[int, ...]]]:
+        """Input name -> (dtype, shape without the batch dimension)."""
+        spec = self.spec
+        layout: dict[str, tuple[type, tuple[int, ...]]] = {}
+        if spec.image is not None:
+            layout["image"] = (np.uint8, (spec.image.height, spec.image.width, 3))
+        if spec.audio is not None:
+            layout["audio"] = (np.float32, (spec.audio.num_samples,))
+        if spec.text is not None:
+            layout["tokens"] = (np.int64, (spec.text.max_length,))
+        layout["present"] = (np.bool_, (len(spec.modalities),))
+        return layout
+
+    def stack(self, samples: list[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray]:
+        """Prepared samples -> a batch of model inputs, zeros and present=False where absent."""
+        layout = self.input_layout()
+        batch = {
+            name: np.zeros((len(samples), *shape), dtype=dtype)
+            for name, (dtype, shape) in layout.items()
+        }
+        for i, sample in enumerate(samples):
+            for j, m in enumerate(self.spec.modalities):
+                if sample[m] is not None:
+                    batch[INPUT_NAMES[m]][i] = sample[m]
+                    batch["present"][i, j] = True
+        return batch
+
+    def predict(
+        self,
+        image: ImageInput | None = None,
+        audio: AudioInput | None = None,
+        text: str | None = None,
+        sample_rate: int | None = None,
+        color_order: str = "rgb",
+    ) -> Result:
+        """Predicts one sample from any subset of the model's modalities (see prepare)."""
+        t0 = time.perf_counter()
+        sample = self.prepare(image, audio, text, sample_rate, color_order)
+        return self._predict([sample], t0)[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[ImageInput | None] | None = None,
+        audios: Sequence[AudioInput | None] | None = None,
+        texts: Sequence[str | None] | None = None,
+        sample_rate: int | None = None,
+        color_order: str = "rgb",
+    ) -> list[Result]:
+        """Predicts N samples in one session run; each list has N entries (None = absent)."""
+        t0 = time.perf_counter()
+        columns = {"images": images, "audios": audios, "texts": texts}
+        lengths = {k: len(v) for k, v in columns.items() if v is not None}
+        if not lengths:
+            raise ValueError("predict_batch needs at least one of images, audios, texts")
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"images, audios and texts must have the same length; got {lengths}")
+        n = next(iter(lengths.values()))
+        samples = [
+            self.prepare(
+                images[i] if images is not None else None,
+                audios[i] if audios is not None else None,
+                texts[i] if texts is not None else None,
+                sample_rate if audios is not None and audios[i] is not None else None,
+                color_order,
+            )
+            for i in range(n)
+        ]
+        return self._predict(samples, t0)
+
+    def _predict(self, samples: list[dict[str, np.ndarray | None]], t0: float) -> list[Result]:
+        batch = self.stack(samples)
+        t1 = time.perf_counter()
+        scores, embedding = self.session.run(["scores", "embedding"], batch)
+        t2 = time.perf_counter()
+        latency = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
+        results = make_results(
+            self.spec, scores, embedding, batch["present"], latency, self.options.top_k
+        )
+        t3 = time.perf_counter()
+        for r in results:
+            r.latency_ms.update(postprocess=(t3 - t2) * 1e3, total=(t3 - t0) * 1e3)
+        return results
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Releases the ONNX Runtime session."""
+        self.session = None  # type: ignore[assignment]
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,63 @@
+"""The import contract of DESIGN.md, checked in fresh interpreters.
+
+`sdk` (fusionedge) and `runtime` never import torch; importing the package, the CLI and the
+data-set modules loads neither cv2 nor sounddevice, which only capture and decoding need.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "cv2", "sounddevice")
+
+
+def loaded_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True
+    )
+    return set(filter(None, out.stdout.strip().split(",")))
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fusionedge",
+        "fusionedge.cli",
+        "fusionedge.spec",
+        "fusionedge.manifest",
+        "fusionedge.tokenizer",
+        "fusionedge.metrics",
+        "fusionedge.demo",
+        "fusionedge.runtime",
+    ],
+)
+def test_light_modules_load_no_heavy_dependency(module):
+    assert loaded_after(f"import {module}") == set()
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fusionedge.preprocess",
+        "fusionedge.arrays",
+        "fusionedge.evaluation",
+        "fusionedge.demo.avdigits",
+        "fusionedge.demo.cards",
+        "fusionedge.demo.speech",
+    ],
+)
+def test_numpy_side_never_loads_torch(module):
+    assert "torch" not in loaded_after(f"import {module}")
+
+
+def test_cli_help_loads_nothing_heavy():
+    code = (
+        "import contextlib, io\nfrom fusionedge.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])"
+    )
+    assert loaded_after(code) == set()
