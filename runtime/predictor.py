@@ -42,7 +42,8 @@ class PredictorOptions:
         providers: "auto" (CUDA when this onnxruntime build has it, then CPU) or a list
             of provider names ("CUDAExecutionProvider", or short: "cuda", "cpu").
         threads: Intra-op threads; 0 leaves ONNX Runtime's default (all cores).
-        strict: Raise when a requested provider is not active instead of warning.
+        strict: Raise when a named provider is not active instead of warning ("auto"
+            only reports what it got).
         spinning: Let idle ONNX Runtime threads spin. Off for live capture, where
             spinning threads starve the camera and microphone threads.
         top_k: How many (label, score) pairs a Result lists.
@@ -82,7 +83,10 @@ class Predictor:
             self.session.get_modelmeta().custom_metadata_map, self.path
         )
         self.providers: list[str] = self.session.get_providers()
-        self.missing_providers = check_active(requested, self.providers, self.options.strict)
+        # "auto" asks for CUDA only because the build offers it: not getting it is reported,
+        # never an error; strict is for providers the caller named.
+        strict = self.options.strict and self.options.providers != "auto"
+        self.missing_providers = check_active(requested, self.providers, strict)
         self._tokenizer = None
         log.info("loaded %s on %s", self.path, self.providers)
 
@@ -125,13 +129,15 @@ class Predictor:
         extra = [m for m, v in given.items() if v is not None and m not in self.spec.modalities]
         if extra:
             raise ValueError(f"this model takes {list(self.spec.modalities)}; got {extra} too")
+        if color_order not in ("rgb", "bgr"):
+            raise ValueError(f"color_order must be 'rgb' or 'bgr', got {color_order!r}")
+        if sample_rate is not None and audio is None:
+            raise ValueError("sample_rate was given without audio")
         out: dict[str, np.ndarray | None] = dict.fromkeys(self.spec.modalities)
         if image is not None:
             out["image"] = self._image(image, color_order)
         if audio is not None:
             out["audio"] = self._audio(audio, sample_rate)
-        elif sample_rate is not None and "audio" in self.spec.modalities:
-            raise ValueError("sample_rate was given without audio")
         if text is not None:
             out["text"] = self._text(text)
         return out
@@ -187,6 +193,8 @@ class Predictor:
         return scores, embedding
 
     def _check_arrays(self, inputs: dict[str, np.ndarray]) -> None:
+        if self.session is None:
+            raise RuntimeError(f"the Predictor for {self.path} is closed")
         expected = self.input_layout()
         missing, extra = set(expected) - set(inputs), set(inputs) - set(expected)
         if missing or extra:
@@ -194,9 +202,16 @@ class Predictor:
                 f"model inputs are {sorted(expected)}; missing {sorted(missing)}, "
                 f"unexpected {sorted(extra)}"
             )
+        for name, a in inputs.items():
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"input {name!r}: expected a numpy array, got {type(a).__name__}")
         n = {name: a.shape[0] if a.ndim else None for name, a in inputs.items()}
         if len(set(n.values())) != 1:
             raise ValueError(f"every input needs the same batch size; got {n}")
+        if not next(iter(n.values())):
+            # The exported batch dimension starts at 1; an empty batch would reach kernels
+            # that abort the process instead of raising.
+            raise ValueError(f"inputs need a batch of at least 1 sample; got {n}")
         for name, (dtype, shape) in expected.items():
             a = inputs[name]
             if a.dtype != dtype or tuple(a.shape[1:]) != shape:
@@ -256,12 +271,24 @@ class Predictor:
         """Predicts N samples in one session run; each list has N entries (None = absent)."""
         t0 = time.perf_counter()
         columns = {"images": images, "audios": audios, "texts": texts}
+        for name, column in columns.items():
+            if column is not None and (
+                isinstance(column, str | bytes | np.ndarray) or not isinstance(column, Sequence)
+            ):
+                raise TypeError(
+                    f"{name}: expected a list with one entry per sample, got "
+                    f"{type(column).__name__}"
+                )
+        if sample_rate is not None and audios is None:
+            raise ValueError("sample_rate was given without audios")
         lengths = {k: len(v) for k, v in columns.items() if v is not None}
         if not lengths:
             raise ValueError("predict_batch needs at least one of images, audios, texts")
         if len(set(lengths.values())) != 1:
             raise ValueError(f"images, audios and texts must have the same length; got {lengths}")
         n = next(iter(lengths.values()))
+        if n == 0:
+            return []
         samples = [
             self.prepare(
                 images[i] if images is not None else None,
@@ -275,6 +302,8 @@ class Predictor:
         return self._predict(samples, t0)
 
     def _predict(self, samples: list[dict[str, np.ndarray | None]], t0: float) -> list[Result]:
+        if self.session is None:
+            raise RuntimeError(f"the Predictor for {self.path} is closed")
         batch = self.stack(samples)
         t1 = time.perf_counter()
         scores, embedding = self.session.run(["scores", "embedding"], batch)

@@ -51,7 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def evaluate(model: str, data: str, split: str) -> dict[str, Any]:
-    """A run folder (PyTorch) or an .onnx file (ONNX Runtime, no torch): same result keys."""
+    """A run folder (PyTorch) or an .onnx file (ONNX Runtime, no torch): the same keys (an
+    .onnx evaluation adds "providers", the execution providers it ran on)."""
     if Path(model).suffix == ".onnx":
         from fusionedge.runtime.evaluate import evaluate_model_file
 

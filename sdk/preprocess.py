@@ -168,7 +168,7 @@ def to_mono_float32(audio: np.ndarray, name: str = "audio") -> np.ndarray:
     """[S] or [S, C] of float in [-1, 1] or int16/int32 PCM -> float32 [S] (channel mean)."""
     if not isinstance(audio, np.ndarray):
         raise TypeError(f"{name}: expected a numpy array, got {type(audio).__name__}")
-    if audio.ndim not in (1, 2) or (audio.ndim == 2 and audio.shape[1] == 0):
+    if audio.ndim not in (1, 2) or (audio.ndim == 2 and audio.shape[1] == 0) or not len(audio):
         raise MediaError(
             f"{name}: shape {audio.shape} is not audio; accepted: [samples] or [samples, channels]"
         )

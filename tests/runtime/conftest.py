@@ -1,0 +1,59 @@
+"""Fixtures for the runtime tests: a tiny trained model exported once per session.
+
+Training and export need torch; the runtime tests themselves use only numpy and
+onnxruntime (test_runtime_no_torch.py proves it in a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import tiny_config, tiny_spec, write_dataset
+
+from fusionedge.runtime import Predictor
+
+
+@pytest.fixture(scope="session")
+def runtime_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 3-class image + audio + text data set (16 kHz WAVs, 20x24 PNGs)."""
+    return write_dataset(tmp_path_factory.mktemp("runtime_data"))
+
+
+@pytest.fixture(scope="session")
+def model_path(runtime_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny image + audio + text model, trained a few epochs and exported."""
+    import torch
+
+    from fusionedge.export.run import export_run
+    from fusionedge.training.trainer import train
+
+    threads = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("runtime_model")
+    try:
+        train(runtime_data, root / "run", tiny_config("epochs=6"), progress=False)
+        export_run(root / "run", root / "model.onnx", runtime_data)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def image_text_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained image + text model (no audio), for inputs a model does not take."""
+    import torch
+
+    from fusionedge.export.onnx_export import export_onnx
+    from fusionedge.training.model import FusedModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("runtime_model_it") / "image_text.onnx"
+    export_onnx(FusedModel(tiny_spec(("image", "text"))).eval(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def predictor(model_path: Path) -> Iterator[Predictor]:
+    with Predictor.from_path(model_path, providers="cpu", threads=1) as p:
+        yield p
