@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from fusionedge.arrays import SampleArrays, load_arrays
-from fusionedge.evaluation import evaluate_scores
-from fusionedge.manifest import read_manifest
+from fusionedge.arrays import SampleArrays
+from fusionedge.evaluation import describe, evaluate_scores, load_split
 from fusionedge.runtime.predictor import Predictor
 
 
@@ -36,24 +35,11 @@ def evaluate_model_file(
     """Evaluates an ONNX file on one split of a data set, fused and per modality."""
     predictor = Predictor.from_path(model, providers=providers)
     spec = predictor.spec
-    manifest = read_manifest(data)
-    records = manifest.split(split)
-    if not records:
-        raise ValueError(f"{manifest.path}: the {split!r} split is empty")
-    arrays = load_arrays(records, spec, manifest.path)
+    manifest, arrays = load_split(data, split, spec)
     result = evaluate_scores(
         spec,
         arrays,
         score_arrays(predictor, arrays),
         lambda present: score_arrays(predictor, arrays, present),
     )
-    result.update(
-        model=str(model),
-        data=str(manifest.path),
-        split=split,
-        modalities=list(spec.modalities),
-        labels=list(spec.labels),
-        task=spec.task,
-        providers=predictor.providers,
-    )
-    return result
+    return describe(result, model, manifest, split, spec) | {"providers": predictor.providers}

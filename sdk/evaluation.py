@@ -8,11 +8,13 @@ everything else (metrics, the single-modality breakdown, the JSON keys) is share
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fusionedge.arrays import SampleArrays
+from fusionedge.arrays import SampleArrays, load_arrays
+from fusionedge.manifest import read_manifest
 from fusionedge.metrics import task_metrics
 from fusionedge.spec import ModelSpec
 
@@ -58,4 +60,32 @@ def evaluate_scores(
                 (alone[has].argmax(axis=1) == arrays.targets[has]).mean()
             )
         result["by_modality"][m] = entry
+    return result
+
+
+def load_split(data: str | Path, split: str, spec: ModelSpec) -> tuple[Path, SampleArrays]:
+    """A data set's split decoded for the spec; returns the manifest path and the arrays.
+
+    Raises:
+        ValueError: the split has no samples.
+    """
+    manifest = read_manifest(data)
+    records = manifest.split(split)
+    if not records:
+        raise ValueError(f"{manifest.path}: the {split!r} split is empty")
+    return manifest.path, load_arrays(records, spec, manifest.path)
+
+
+def describe(
+    result: dict[str, Any], model: str | Path, manifest: Path, split: str, spec: ModelSpec
+) -> dict[str, Any]:
+    """Adds what was evaluated (model, data, split, modalities, labels, task) to a result."""
+    result.update(
+        model=str(model),
+        data=str(manifest),
+        split=split,
+        modalities=list(spec.modalities),
+        labels=list(spec.labels),
+        task=spec.task,
+    )
     return result

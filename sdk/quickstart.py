@@ -74,21 +74,36 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
 
     out = Path(out)
     data, run, onnx_path = out / "data", out / "run", out / "model.onnx"
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock, 1)
+        clock = now
+
     if (data / "manifest.jsonl").exists():
         log.info("reusing the demo data in %s", data)
     else:
         generate(data, n=n, seed=seed)
+        lap("demo_data")
     if (run / "best.safetensors").exists():
         log.info("reusing the trained run in %s", run)
     else:
         train(data, run, load_config(None, overrides), progress=sys.stderr.isatty())
+        lap("train")
     export = export_run(run, onnx_path, data)
+    lap("export")
     runtime_eval = evaluate_model_file(onnx_path, data, "test")
+    lap("eval_runtime")
     torch_eval = evaluate_run(run, data, "test")
+    lap("eval_torch")
     manifest = read_manifest(data)
     predictor = Predictor.from_path(onnx_path)
     samples = load_arrays(manifest.split("test")[:100], predictor.spec, manifest.path)
     latency = compare_latency(load_model(run / "best.safetensors"), predictor, samples)
+    lap("latency")
     report = {
         "eval": runtime_eval,
         "torch_eval": {"metrics": torch_eval["metrics"], "by_modality": torch_eval["by_modality"]},
@@ -96,6 +111,7 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
         "parity": export["parity"],
         "latency_ms": latency,
         "export": {k: export[k] for k in ("bytes", "opset", "ops", "seconds")},
+        "seconds": seconds,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -120,5 +136,6 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['parity']['cases']} cases (tolerance {report['parity']['tolerance']:g})",
         f"latency, batch 1, p50: runtime {latency['runtime_p50']:.2f} ms, pytorch "
         f"{latency['torch_p50']:.2f} ms ({latency['speedup_p50']:.1f}x)",
+        "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items()),
     ]
     return "\n".join(lines)

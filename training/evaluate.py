@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fusionedge.arrays import load_arrays
-from fusionedge.manifest import read_manifest
+from fusionedge.evaluation import describe, load_split
 from fusionedge.training.checkpoint import load_checkpoint, load_model
 from fusionedge.training.device import resolve_device
 from fusionedge.training.predict import evaluate_arrays
@@ -31,22 +30,10 @@ def evaluate_run(
     """Evaluates a trained model on one split of a data set, fused and per modality."""
     path = resolve_checkpoint(model)
     spec = load_checkpoint(path).spec
-    manifest = read_manifest(data)
-    records = manifest.split(split)
-    if not records:
-        raise ValueError(f"{manifest.path}: the {split!r} split is empty")
+    manifest, arrays = load_split(data, split, spec)
     torch_device = resolve_device(device)
-    arrays = load_arrays(records, spec, manifest.path)
     result = evaluate_arrays(
         load_model(path, torch_device), spec, arrays, torch_device, by_modality=True
     )
     result.pop("loss")
-    result.update(
-        model=str(path),
-        data=str(manifest.path),
-        split=split,
-        modalities=list(spec.modalities),
-        labels=list(spec.labels),
-        task=spec.task,
-    )
-    return result
+    return describe(result, path, manifest, split, spec)
