@@ -151,6 +151,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.live import LiveOptions
+    from fusionedge.runtime.session import LiveConfig, run_live
+
+    if args.camera is None and args.mic is None and args.text is None:
+        raise ValueError("give at least one of --camera, --mic, --text")
+    config = LiveConfig(
+        model=Path(args.model),
+        camera=args.camera,
+        mic=args.mic,
+        text=args.text,
+        headless=args.headless,
+        jsonl=Path(args.jsonl) if args.jsonl else None,
+        duration_s=args.duration,
+        threads=args.threads,
+        providers=args.providers,
+        options=LiveOptions(stale_ms=args.stale_ms, rate_hz=args.rate, smoothing=args.smoothing),
+    )
+    count = run_live(config)
+    print(f"{count} results", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusionedge", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"fusionedge {__version__}")
@@ -213,6 +236,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .onnx file written by fusionedge export")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=cmd_info)
+
+    p = sub.add_parser("run", help="live inference on a camera, a microphone and text")
+    p.add_argument("model", help="a .onnx file written by fusionedge export")
+    p.add_argument("--camera", help="camera index, http/rtsp URL, or a video file")
+    p.add_argument("--mic", help="'default', a device name or index, or an audio file")
+    p.add_argument("--text", help="a fixed text, or - to read lines from stdin")
+    p.add_argument("--headless", action="store_true", help="JSON lines on stdout, no window")
+    p.add_argument("--jsonl", help="also append the JSON lines to this file")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="at most this many predictions per second (default: one per new camera frame)",
+    )
+    p.add_argument(
+        "--stale-ms",
+        type=float,
+        default=500.0,
+        help="an input older than this counts as missing (default 500)",
+    )
+    p.add_argument(
+        "--smoothing", type=float, default=0.0, help="score smoothing over time, 0 (off) to <1"
+    )
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
+    p.set_defaults(run_command=cmd_run)
 
     p = sub.add_parser("quickstart", help="demo data, training, export and evaluation in one go")
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")

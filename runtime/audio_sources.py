@@ -1,0 +1,249 @@
+"""Audio sources for the live loop: a microphone (sounddevice) and a WAV file in real time.
+
+Both fill an AudioRing at their own sample rate from another thread and hand out the
+model's window (its sample rate, its length) ending at a given moment. sounddevice (and
+with it PortAudio) is imported when a microphone starts, never before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fusionedge.runtime.ring import AudioRing, AudioWindow
+
+log = logging.getLogger(__name__)
+
+
+def import_sounddevice():
+    """sounddevice, or an error that says which system package provides PortAudio."""
+    try:
+        import sounddevice
+    except OSError as e:  # the module imports, but libportaudio is not on the system
+        raise ImportError(
+            "sounddevice cannot find the PortAudio library; install it (Debian/Ubuntu: "
+            "apt-get install libportaudio2; macOS: brew install portaudio)"
+        ) from e
+    return sounddevice
+
+
+@dataclass
+class AudioStats:
+    """Blocks received, input overflows and underflows (from PortAudio's status flags),
+    stream restarts, and the last errors."""
+
+    blocks: int = 0
+    overflows: int = 0
+    underflows: int = 0
+    restarts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class AudioSource:
+    """What the live loop needs from any audio input: the model's window ending at a time."""
+
+    def __init__(self, device_rate: int, capacity_s: float) -> None:
+        self.device_rate = device_rate
+        self.ring = AudioRing(int(capacity_s * device_rate), device_rate)
+        self.stats = AudioStats()
+
+    def window(
+        self, num_samples: int, sample_rate: int, end_ns: int | None = None
+    ) -> AudioWindow | None:
+        """num_samples at sample_rate ending at end_ns (newest when None), mono float32."""
+        if sample_rate == self.device_rate:
+            return self.ring.window(num_samples, end_ns)
+        import soxr
+
+        # Read a little more than the window so the resampler's start-up edge falls
+        # outside what the model sees (the end edge cannot: there is no later audio yet).
+        pad = 64
+        n_device = int(np.ceil(num_samples * self.device_rate / sample_rate)) + pad
+        raw = self.ring.window(n_device, end_ns)
+        if raw is None:
+            return None
+        resampled = soxr.resample(raw.samples, self.device_rate, sample_rate, quality="HQ")
+        body = resampled[-num_samples:]
+        out = np.zeros(num_samples, dtype=np.float32)
+        out[num_samples - len(body) :] = body
+        return AudioWindow(out, raw.end_ns, sample_rate)
+
+    def _note(self, message: str) -> None:
+        log.warning("audio: %s", message)
+        self.stats.errors = [*self.stats.errors[-9:], message]
+
+
+class WavFileSource(AudioSource):
+    """Plays an audio file into the ring in real time, block by block, as a mic would."""
+
+    def __init__(
+        self, path: str | Path, block_ms: float = 20.0, loop: bool = False, capacity_s: float = 10.0
+    ) -> None:
+        from fusionedge.preprocess import read_audio, to_mono_float32
+
+        data, rate = read_audio(path)
+        super().__init__(rate, capacity_s)
+        self.path = Path(path)
+        self.samples = to_mono_float32(data, str(path))
+        self.block = max(1, int(rate * block_ms / 1000))
+        self.loop = loop
+        self.finished = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WavFileSource:
+        self._thread = threading.Thread(target=self._run, name=f"wav:{self.path.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        start, position = time.monotonic(), 0
+        while not self._stop.is_set():
+            if position >= len(self.samples):
+                if not self.loop:
+                    self.finished.set()
+                    return
+                position = 0
+            block = self.samples[position : position + self.block]
+            played = (self.stats.blocks * self.block + len(block)) / self.device_rate
+            self._stop.wait(max(0.0, start + played - time.monotonic()))
+            self.ring.write(block, time.monotonic_ns())
+            self.stats.blocks += 1
+            position += len(block)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> WavFileSource:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class MicrophoneSource(AudioSource):
+    """A sounddevice InputStream feeding the ring, restarted when it stops delivering.
+
+    Args:
+        device: A device name (substring, as sounddevice matches it), an index, or
+            None / "default" for the system default input.
+        sample_rate: The rate to ask for (the model's). A device that refuses it is
+            opened at its own default rate and windows are resampled on the way out.
+        block_ms: Callback block length.
+        capacity_s: Seconds of audio the ring keeps.
+        stale_after_s: No callback for this long counts as a stalled device: the stream
+            is closed and reopened, with backoff.
+    """
+
+    def __init__(
+        self,
+        device: int | str | None,
+        sample_rate: int,
+        block_ms: float = 20.0,
+        capacity_s: float = 5.0,
+        stale_after_s: float = 1.0,
+        backoff_s: tuple[float, float] = (0.25, 4.0),
+    ) -> None:
+        self.device = None if device in (None, "default") else device
+        if isinstance(self.device, str) and self.device.isdigit():
+            self.device = int(self.device)
+        self.requested_rate = sample_rate
+        self.block_ms, self.stale_after_s, self.backoff_s = block_ms, stale_after_s, backoff_s
+        self._sd = import_sounddevice()
+        super().__init__(self._choose_rate(), capacity_s)
+        self._stream = None
+        self._opened_ns = 0
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    def _choose_rate(self) -> int:
+        try:
+            self._sd.check_input_settings(
+                device=self.device, samplerate=self.requested_rate, channels=1, dtype="float32"
+            )
+            return self.requested_rate
+        except Exception as e:  # PortAudioError or ValueError for an unsupported rate
+            info = self._sd.query_devices(self.device, "input")
+            rate = int(info["default_samplerate"])
+            log.info(
+                "audio: %s refuses %d Hz (%s); capturing at %d Hz and resampling",
+                info["name"],
+                self.requested_rate,
+                e,
+                rate,
+            )
+            return rate
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
+        # Runs on PortAudio's thread: copy and return, never block.
+        t_ns = time.monotonic_ns()
+        if status.input_overflow:
+            self.stats.overflows += 1
+        if status.input_underflow:
+            self.stats.underflows += 1
+        self.ring.write(indata.mean(axis=1) if indata.shape[1] > 1 else indata[:, 0], t_ns)
+        self.stats.blocks += 1
+
+    def _open(self) -> None:
+        self._stream = self._sd.InputStream(
+            device=self.device,
+            samplerate=self.device_rate,
+            channels=1,
+            dtype="float32",
+            blocksize=int(self.device_rate * self.block_ms / 1000),
+            callback=self._callback,
+        )
+        self._stream.start()
+        self._opened_ns = time.monotonic_ns()
+
+    def _close(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close(ignore_errors=True)
+            finally:
+                self._stream = None
+
+    def start(self) -> MicrophoneSource:
+        self._open()
+        self._watchdog = threading.Thread(target=self._watch, name="mic-watchdog", daemon=True)
+        self._watchdog.start()
+        return self
+
+    def _watch(self) -> None:
+        backoff = self.backoff_s[0]
+        while not self._stop.wait(self.stale_after_s / 4):
+            # Audio counts as fresh from the moment the stream (re)opened, so a stream
+            # gets stale_after_s to deliver its first block.
+            last = max(self.ring.end_ns or 0, self._opened_ns)
+            fresh = time.monotonic_ns() - last < self.stale_after_s * 1e9
+            if fresh and self._stream is not None and self._stream.active:
+                backoff = self.backoff_s[0]
+                continue
+            self._note(f"no audio for {self.stale_after_s:.1f} s; reopening the stream")
+            self._close()
+            self._stop.wait(backoff)
+            backoff = min(2 * backoff, self.backoff_s[1])
+            self.stats.restarts += 1
+            try:
+                self._open()
+            except Exception as e:  # the device may be gone for a while
+                self._note(f"reopen failed: {e}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
+        self._close()
+
+    def __enter__(self) -> MicrophoneSource:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,221 @@
+"""The live loop: newest frame + the audio window ending at the same moment -> a prediction.
+
+It never queues work. Each turn takes the newest camera frame (frames that arrived while
+the model ran are dropped and counted), cuts the audio window that ends at that frame's
+capture time, and runs the Predictor. A modality whose newest input is older than the
+staleness limit is marked missing (present = False), so a covered, unplugged or frozen
+camera, or a stalled microphone, degrades the prediction instead of stopping it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fusionedge.runtime.audio_sources import AudioSource
+from fusionedge.runtime.camera import CameraSource
+from fusionedge.runtime.predictor import Predictor
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How the loop paces and judges its inputs.
+
+    Attributes:
+        stale_ms: An input older than this (capture time to now) counts as missing.
+        rate_hz: At most this many predictions per second. None: once per new camera
+            frame, as fast as the model allows, and idle_hz without a live camera.
+        idle_hz: Predictions per second when no camera frame drives the loop (no camera,
+            or a camera that stopped delivering) and rate_hz is None.
+        smoothing: Exponential smoothing of scores over time, 0 (off) to <1 (heavy).
+    """
+
+    stale_ms: float = 500.0
+    rate_hz: float | None = None
+    idle_hz: float = 10.0
+    smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        rate_ok = self.rate_hz is None or self.rate_hz > 0
+        if self.stale_ms <= 0 or not rate_ok or self.idle_hz <= 0 or not 0 <= self.smoothing < 1:
+            raise ValueError(
+                f"stale_ms, rate_hz and idle_hz must be positive and smoothing in "
+                f"[0, 1); got {self}"
+            )
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """One live prediction.
+
+    Attributes:
+        t: Capture time, in seconds of time.monotonic(), of the inputs the prediction is
+            about (the frame's, else the audio window's end, else the loop's clock).
+        label: The top label (None for regression).
+        scores: Score per label, smoothed when smoothing is on.
+        present: Which modalities the model was given.
+        input_age_ms: Age of each live input when the model started (None if absent).
+        latency_ms: "capture_to_result" (from t to the result), "preprocess",
+            "inference" and "total" (the loop's own turn).
+        dropped_frames: Frames captured but never used, since the start.
+        overflows: Microphone overflows since the start.
+        frame: The BGR frame that was used (for drawing), None without one.
+    """
+
+    t: float
+    label: str | None
+    scores: dict[str, float]
+    present: dict[str, bool]
+    input_age_ms: dict[str, float | None]
+    latency_ms: dict[str, float]
+    dropped_frames: int
+    overflows: int
+    frame: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The headless output line: everything but the frame."""
+        return {
+            "t": self.t,
+            "label": self.label,
+            "scores": self.scores,
+            "latency_ms": self.latency_ms["capture_to_result"],
+            "latency_breakdown_ms": self.latency_ms,
+            "input_age_ms": self.input_age_ms,
+            "present": self.present,
+            "dropped_frames": self.dropped_frames,
+            "overflows": self.overflows,
+        }
+
+
+class LiveRunner:
+    """Runs a Predictor on live sources; iterate it, or give it a callback.
+
+    Args:
+        predictor: An open Predictor (for live use, spinning=False and few threads).
+        camera: A started CameraSource, or None.
+        audio: A started AudioSource (MicrophoneSource, WavFileSource), or None.
+        text: A fixed text, or a callable returning the current text (None = no text).
+        options: Pacing, staleness and smoothing.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        camera: CameraSource | None = None,
+        audio: AudioSource | None = None,
+        text: str | Callable[[], str | None] | None = None,
+        options: LiveOptions | None = None,
+    ) -> None:
+        spec = predictor.spec
+        if camera is not None and "image" not in spec.modalities:
+            raise ValueError("a camera was given but the model takes no image")
+        if audio is not None and "audio" not in spec.modalities:
+            raise ValueError("audio was given but the model takes no audio")
+        if text is not None and "text" not in spec.modalities:
+            raise ValueError("text was given but the model takes no text")
+        self.predictor, self.camera, self.audio = predictor, camera, audio
+        self.text = text
+        self.options = options or LiveOptions()
+        self.results = 0
+        self._smoothed: np.ndarray | None = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ends iteration after the current turn (safe from any thread)."""
+        self._stop.set()
+
+    def __iter__(self) -> Iterator[LiveResult]:
+        rate = self.options.rate_hz
+        min_period = 1.0 / rate if rate else 0.0
+        idle_period = 1.0 / (rate or self.options.idle_hz)
+        last = time.monotonic() - idle_period
+        while not self._stop.is_set():
+            self._stop.wait(max(0.0, last + min_period - time.monotonic()))
+            frame = None
+            if self.camera is not None:
+                # Wait for a new frame, but no longer than the idle period: a dead camera
+                # must not stop predictions from the other inputs.
+                frame = self.camera.take(timeout=max(0.0, last + idle_period - time.monotonic()))
+            else:
+                self._stop.wait(max(0.0, last + idle_period - time.monotonic()))
+            if self._stop.is_set():
+                return
+            last = time.monotonic()
+            yield self.step(frame)
+
+    def run(self, callback: Callable[[LiveResult], Any], duration_s: float | None = None) -> int:
+        """Calls callback with each result until stop() or duration_s; returns the count."""
+        end = None if duration_s is None else time.monotonic() + duration_s
+        count = 0
+        for result in self:
+            callback(result)
+            count += 1
+            if end is not None and time.monotonic() >= end:
+                break
+        return count
+
+    def step(self, frame=None) -> LiveResult:
+        """One turn with the given frame (None: the camera's newest, if fresh)."""
+        spec = self.predictor.spec
+        t0 = time.monotonic_ns()
+        stale = self.options.stale_ms * 1e6
+        if frame is None and self.camera is not None:
+            frame = self.camera.latest()
+        image_age = None if frame is None else t0 - frame.t_ns
+        use_frame = frame is not None and image_age <= stale
+        anchor = frame.t_ns if use_frame else t0
+        window, audio_age = None, None
+        if self.audio is not None:
+            window = self.audio.window(spec.audio.num_samples, spec.audio.sample_rate, anchor)
+            newest = self.audio.ring.end_ns
+            audio_age = None if newest is None else t0 - newest
+        use_audio = window is not None and audio_age is not None and audio_age <= stale
+        text = self.text() if callable(self.text) else self.text
+        if not use_frame and use_audio:
+            anchor = window.end_ns
+        inputs = self.predictor.prepare(
+            image=frame.image if use_frame else None,
+            color_order="bgr",
+            audio=window.samples if use_audio else None,
+            sample_rate=spec.audio.sample_rate if use_audio else None,
+            text=text or None,
+        )
+        t1 = time.monotonic_ns()
+        batch = self.predictor.stack([inputs])
+        scores, _ = self.predictor.run(batch)
+        t2 = time.monotonic_ns()
+        row = scores[0]
+        if self.options.smoothing and self._smoothed is not None:
+            row = self.options.smoothing * self._smoothed + (1 - self.options.smoothing) * row
+        self._smoothed = row
+        by_label = {label: float(s) for label, s in zip(spec.labels, row, strict=True)}
+        label = None if spec.task == "regression" else spec.labels[int(np.argmax(row))]
+        self.results += 1
+        return LiveResult(
+            t=anchor / NS,
+            label=label,
+            scores=by_label,
+            present={m: bool(p) for m, p in zip(spec.modalities, batch["present"][0], strict=True)},
+            input_age_ms={
+                "image": None if image_age is None else image_age / 1e6,
+                "audio": None if audio_age is None else audio_age / 1e6,
+            },
+            latency_ms={
+                "capture_to_result": (t2 - anchor) / 1e6,
+                "preprocess": (t1 - t0) / 1e6,
+                "inference": (t2 - t1) / 1e6,
+                "total": (t2 - t0) / 1e6,
+            },
+            dropped_frames=self.camera.stats.dropped if self.camera else 0,
+            overflows=self.audio.stats.overflows if self.audio else 0,
+            frame=frame.image if use_frame else None,
+        )

@@ -1,0 +1,156 @@
+"""`fusionedge run`: open the sources a user names, run the live loop, show or print results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from fusionedge.runtime.audio_sources import AudioSource, MicrophoneSource, WavFileSource
+from fusionedge.runtime.camera import CameraSource
+from fusionedge.runtime.live import LiveOptions, LiveResult, LiveRunner
+from fusionedge.runtime.predictor import Predictor
+
+log = logging.getLogger(__name__)
+AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """What `fusionedge run` was asked for.
+
+    Attributes:
+        model: The .onnx file.
+        camera: Camera index, URL or video file; None for no camera.
+        mic: "default", a device name or index, or an audio file; None for no audio.
+        text: A fixed text, "-" for lines read from stdin, or None.
+        headless: Print JSON lines instead of opening a window.
+        jsonl: Also write the JSON lines to this file.
+        duration_s: Stop after this long (None: until the sources end or Ctrl-C).
+        options: Loop pacing, staleness and smoothing.
+        threads: ONNX Runtime intra-op threads (few, so capture threads keep a core).
+        providers: "auto", or provider names.
+    """
+
+    model: Path
+    camera: str | None = None
+    mic: str | None = None
+    text: str | None = None
+    headless: bool = False
+    jsonl: Path | None = None
+    duration_s: float | None = None
+    options: LiveOptions = field(default_factory=LiveOptions)
+    threads: int = 1
+    providers: str = "auto"
+
+
+def open_audio(mic: str, sample_rate: int) -> AudioSource:
+    """An audio file plays in real time; anything else names a capture device."""
+    if Path(mic).suffix.lower() in AUDIO_FILE_SUFFIXES:
+        if not Path(mic).is_file():
+            raise FileNotFoundError(f"--mic {mic}: no such audio file")
+        return WavFileSource(mic).start()
+    return MicrophoneSource(mic, sample_rate).start()
+
+
+def stdin_text() -> Callable[[], str | None]:
+    """The latest line typed on stdin, read by a background thread."""
+    latest: list[str | None] = [None]
+
+    def read() -> None:
+        for line in sys.stdin:
+            latest[0] = line.strip() or None
+
+    threading.Thread(target=read, name="stdin-text", daemon=True).start()
+    return lambda: latest[0]
+
+
+def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
+    """Runs until the duration ends, file sources end, the window closes or Ctrl-C.
+
+    Returns the number of results.
+    """
+    # Spinning off: idle ONNX Runtime threads would otherwise spin and starve capture.
+    predictor = Predictor.from_path(
+        config.model, providers=config.providers, threads=config.threads, spinning=False
+    )
+    spec = predictor.spec
+    camera = CameraSource(config.camera).start() if config.camera is not None else None
+    audio = open_audio(config.mic, spec.audio.sample_rate) if config.mic is not None else None
+    text = stdin_text() if config.text == "-" else config.text
+    runner = LiveRunner(predictor, camera, audio, text, config.options)
+    sink = config.jsonl.open("a", encoding="utf-8") if config.jsonl else None
+    window = None if config.headless else LiveWindow()
+    files = [
+        s
+        for s in (camera, audio)
+        if s is not None
+        and hasattr(s, "finished")
+        and (not isinstance(s, CameraSource) or s.is_file)
+    ]
+    end = None if config.duration_s is None else time.monotonic() + config.duration_s
+    count = 0
+    try:
+        for result in runner:
+            line = json.dumps(result.to_json())
+            if config.headless:
+                print(line, file=out, flush=True)
+            if sink is not None:
+                sink.write(line + "\n")
+                sink.flush()
+            if window is not None and not window.show(result, audio):
+                break
+            count += 1
+            if end is not None and time.monotonic() >= end:
+                break
+            if files and all(s.finished.is_set() for s in files):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for source in (camera, audio):
+            if source is not None:
+                source.stop()
+        if sink is not None:
+            sink.close()
+        if window is not None:
+            window.close()
+        predictor.close()
+    return count
+
+
+class LiveWindow:
+    """An OpenCV window with the overlay; show() returns False once the user quits."""
+
+    NAME = "fusionedge"
+
+    def __init__(self) -> None:
+        self._times: list[float] = []
+
+    def show(self, result: LiveResult, audio: AudioSource | None) -> bool:
+        import cv2
+
+        from fusionedge.runtime.overlay import audio_level_db, draw
+
+        now = time.monotonic()
+        self._times = [t for t in self._times if now - t < 2.0] + [now]
+        fps = (len(self._times) - 1) / max(1e-6, self._times[-1] - self._times[0])
+        recent = None
+        if audio is not None:
+            window = audio.ring.window(audio.device_rate // 10)
+            recent = None if window is None else window.samples
+        cv2.imshow(self.NAME, draw(result, fps, audio_level_db(recent)))
+        key = cv2.waitKey(1) & 0xFF
+        visible = cv2.getWindowProperty(self.NAME, cv2.WND_PROP_VISIBLE) >= 1
+        return key not in (ord("q"), 27) and visible
+
+    def close(self) -> None:
+        import cv2
+
+        cv2.destroyAllWindows()
