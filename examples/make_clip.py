@@ -23,18 +23,20 @@ from fusionedge.manifest import read_manifest
 from fusionedge.preprocess import read_audio, resample, to_mono_float32
 
 
-def make_clip(data: Path, out: Path, n: int, seconds: float, fps: float, size: tuple[int, int],
-              rate: int) -> list[dict]:
+def make_clip(
+    data: Path, out: Path, n: int, seconds: float, fps: float, size: tuple[int, int], rate: int
+) -> list[dict]:
     records = [r for r in read_manifest(data).split("test") if r.image and r.audio][:n]
-    video = cv2.VideoWriter(str(out.with_suffix(".avi")), cv2.VideoWriter_fourcc(*"MJPG"),
-                            fps, (size[1], size[0]))
+    video = cv2.VideoWriter(
+        str(out.with_suffix(".avi")), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size[1], size[0])
+    )
     if not video.isOpened():
         raise RuntimeError("OpenCV cannot write MJPG AVI files here")
     audio, timeline = [], []
-    per_sample = int(round(seconds * rate))
+    per_sample = round(seconds * rate)
     for i, r in enumerate(records):
         frame = cv2.resize(cv2.imread(str(r.image)), (size[1], size[0]))
-        for _ in range(int(round(seconds * fps))):
+        for _ in range(round(seconds * fps)):
             video.write(frame)
         pcm, sr = read_audio(r.audio)
         pcm = resample(to_mono_float32(pcm), sr, rate)[:per_sample]
@@ -43,8 +45,9 @@ def make_clip(data: Path, out: Path, n: int, seconds: float, fps: float, size: t
         span = np.zeros(per_sample, dtype=np.float32)
         span[per_sample - len(pcm) :] = pcm
         audio.append(span)
-        timeline.append({"id": r.id, "label": r.label, "start_s": i * seconds,
-                         "end_s": (i + 1) * seconds})
+        timeline.append(
+            {"id": r.id, "label": r.label, "start_s": i * seconds, "end_s": (i + 1) * seconds}
+        )
     video.release()
     soundfile.write(str(out.with_suffix(".wav")), np.concatenate(audio), rate, subtype="PCM_16")
     out.with_suffix(".json").write_text(json.dumps(timeline, indent=2) + "\n")
@@ -60,8 +63,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0, help="video frame rate")
     parser.add_argument("--rate", type=int, default=16000, help="audio sample rate")
     args = parser.parse_args()
-    timeline = make_clip(args.data, args.out, args.n, args.seconds, args.fps, (240, 320),
-                         args.rate)
+    timeline = make_clip(args.data, args.out, args.n, args.seconds, args.fps, (240, 320), args.rate)
     print(f"wrote {args.out}.avi/.wav/.json: {len(timeline)} samples")
 
 
