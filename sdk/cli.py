@@ -174,6 +174,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.devices import list_audio_inputs, list_cameras
+
+    cameras = list_cameras(args.max_cameras)
+    try:
+        audio = list_audio_inputs()
+        audio_error = None
+    except ImportError as e:
+        audio, audio_error = [], str(e)
+    if args.json:
+        print(json.dumps({"cameras": cameras, "audio_inputs": audio, "audio_error": audio_error}))
+        return 0
+    print("cameras:" if cameras else f"cameras: none opened (indices 0-{args.max_cameras - 1})")
+    for c in cameras:
+        print(f"  {c['index']}: {c['width']}x{c['height']} at {c['fps']} fps ({c['backend']})")
+    print("audio inputs:" if audio else f"audio inputs: none ({audio_error or 'no device'})")
+    for a in audio:
+        mark = " (default)" if a["default"] else ""
+        print(
+            f"  {a['index']}: {a['name']}{mark}, {a['channels']} ch, {a['hostapi']}, "
+            f"default {a['default_samplerate']:.0f} Hz, accepts {a['rates']}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusionedge", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"fusionedge {__version__}")
@@ -262,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
     p.set_defaults(run_command=cmd_run)
+
+    p = sub.add_parser("devices", help="cameras that open and audio inputs, with rates")
+    p.add_argument("--max-cameras", type=int, default=8, help="camera indices to try")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run_command=cmd_devices)
 
     p = sub.add_parser("quickstart", help="demo data, training, export and evaluation in one go")
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
