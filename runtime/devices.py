@@ -30,25 +30,22 @@ def list_cameras(max_index: int = 8) -> list[dict[str, Any]]:
     return found
 
 
-def _probe(cv2, index: int) -> list[dict[str, Any]]:
-    found = []
-    if True:
-        cap = cv2.VideoCapture(index)
-        try:
-            ok, frame = cap.read() if cap.isOpened() else (False, None)
-            if ok:
-                found.append(
-                    {
-                        "index": index,
-                        "width": frame.shape[1],
-                        "height": frame.shape[0],
-                        "fps": cap.get(cv2.CAP_PROP_FPS) or None,
-                        "backend": cap.getBackendName(),
-                    }
-                )
-        finally:
-            cap.release()
-    return found
+def _probe(cv2, index: int) -> dict[str, Any] | None:
+    """The camera at index if it opens and delivers a frame."""
+    cap = cv2.VideoCapture(index)
+    try:
+        ok, frame = cap.read() if cap.isOpened() else (False, None)
+        if not ok:
+            return None
+        return {
+            "index": index,
+            "width": frame.shape[1],
+            "height": frame.shape[0],
+            "fps": cap.get(cv2.CAP_PROP_FPS) or None,
+            "backend": cap.getBackendName(),
+        }
+    finally:
+        cap.release()
 
 
 def list_audio_inputs() -> list[dict[str, Any]]:
