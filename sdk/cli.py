@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,35 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.camera import CameraSource
+    from fusionedge.runtime.record import RecordConfig, record
+    from fusionedge.runtime.session import open_audio
+
+    config = RecordConfig(
+        out=Path(args.dir),
+        label=args.label,
+        count=args.count,
+        interval_s=args.interval,
+        window_s=args.window,
+        text=args.text,
+        split=args.split,
+    )
+    camera = CameraSource(args.camera).start() if args.camera is not None else None
+    audio = open_audio(args.mic, args.rate) if args.mic is not None else None
+    try:
+        time.sleep(args.warmup)  # let the first frames and audio blocks arrive
+        lines = record(config, camera, audio)
+    finally:
+        for source in (camera, audio):
+            if source is not None:
+                source.stop()
+    print(
+        f"recorded {len(lines)} samples of {args.label!r} into {Path(args.dir) / 'manifest.jsonl'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusionedge", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"fusionedge {__version__}")
@@ -287,6 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
     p.set_defaults(run_command=cmd_run)
+
+    p = sub.add_parser("record", help="record labelled samples from a camera and a mic")
+    p.add_argument("dir", help="data set folder to create or append to")
+    p.add_argument("--label", required=True, help="label of the samples recorded now")
+    p.add_argument("--count", type=int, default=10, help="samples (default 10)")
+    p.add_argument("--camera", help="camera index, URL or video file")
+    p.add_argument("--mic", help="'default', a device name or index, or an audio file")
+    p.add_argument("--text", help="a text hint stored with every sample")
+    p.add_argument("--interval", type=float, default=1.5, help="seconds between samples")
+    p.add_argument("--window", type=float, default=1.0, help="seconds of audio per sample")
+    p.add_argument("--rate", type=int, default=16000, help="microphone rate to ask for")
+    p.add_argument("--split", choices=["train", "val", "test"], help="split of the new lines")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds before the first sample")
+    p.set_defaults(run_command=cmd_record)
 
     p = sub.add_parser("devices", help="cameras that open and audio inputs, with rates")
     p.add_argument("--max-cameras", type=int, default=8, help="camera indices to try")
