@@ -33,7 +33,8 @@ class Frame:
 @dataclass
 class CameraStats:
     """Counters since start: frames captured, frames replaced before anyone took them,
-    reopen attempts, and frames withheld as frozen (identical to the one before)."""
+    reopen attempts (after a failed open or a stream that stopped), and frames withheld as
+    frozen (identical to the one before)."""
 
     frames: int = 0
     dropped: int = 0
@@ -64,13 +65,15 @@ class CameraSource:
 
     def __init__(
         self,
-        source: int | str,
+        source: int | str | Path,
         realtime: bool = True,
         loop: bool = False,
         timeout_ms: int = 2000,
         frozen_after: int = 15,
         backoff_s: tuple[float, float] = (0.25, 4.0),
     ) -> None:
+        if isinstance(source, Path):
+            source = str(source)
         if isinstance(source, str) and source.isdigit():
             source = int(source)
         if not isinstance(source, int | str):
@@ -160,6 +163,11 @@ class CameraSource:
         while not self._stop.is_set():
             if cap is None:
                 cap = self._open()
+                if cap is None and self.is_file:
+                    # A file that does not open will not open later: end, do not retry.
+                    self._note(f"cannot decode video file {self.source!r}")
+                    self.finished.set()
+                    return
                 if cap is None:
                     self._note(f"cannot open {self.source!r}; retrying in {backoff:.2f} s")
                     self._stop.wait(backoff)
@@ -178,6 +186,7 @@ class CameraSource:
                     return
                 if not self.is_file:
                     self._note(f"{self.source!r} stopped delivering; reopening")
+                    self.stats.reopens += 1
                 continue
             t_ns = time.monotonic_ns()
             if self.is_file and self.realtime and fps > 0:

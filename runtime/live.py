@@ -10,6 +10,7 @@ camera, or a stalled microphone, degrades the prediction instead of stopping it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,19 +38,32 @@ class LiveOptions:
         idle_hz: Predictions per second when no camera frame drives the loop (no camera,
             or a camera that stopped delivering) and rate_hz is None.
         smoothing: Exponential smoothing of scores over time, 0 (off) to <1 (heavy).
+        startup_s: At the start, wait up to this long for the first frame and audio, so
+            the first result is not a prediction from nothing while devices open.
     """
 
     stale_ms: float = 500.0
     rate_hz: float | None = None
     idle_hz: float = 10.0
     smoothing: float = 0.0
+    startup_s: float = 3.0
 
     def __post_init__(self) -> None:
-        rate_ok = self.rate_hz is None or self.rate_hz > 0
-        if self.stale_ms <= 0 or not rate_ok or self.idle_hz <= 0 or not 0 <= self.smoothing < 1:
+        def positive(x: float | None) -> bool:
+            return x is not None and math.isfinite(x) and x > 0
+
+        rate_ok = self.rate_hz is None or positive(self.rate_hz)
+        smoothing_ok = math.isfinite(self.smoothing) and 0 <= self.smoothing < 1
+        if not (
+            positive(self.stale_ms)
+            and rate_ok
+            and positive(self.idle_hz)
+            and smoothing_ok
+            and positive(self.startup_s)
+        ):
             raise ValueError(
-                f"stale_ms, rate_hz and idle_hz must be positive and smoothing in "
-                f"[0, 1); got {self}"
+                f"stale_ms, rate_hz, idle_hz and startup_s must be positive finite numbers "
+                f"and smoothing in [0, 1); got {self}"
             )
 
 
@@ -137,6 +151,7 @@ class LiveRunner:
         rate = self.options.rate_hz
         min_period = 1.0 / rate if rate else 0.0
         idle_period = 1.0 / (rate or self.options.idle_hz)
+        self._wait_for_first_inputs()
         last = time.monotonic() - idle_period
         while not self._stop.is_set():
             self._stop.wait(max(0.0, last + min_period - time.monotonic()))
@@ -151,6 +166,15 @@ class LiveRunner:
                 return
             last = time.monotonic()
             yield self.step(frame)
+
+    def _wait_for_first_inputs(self) -> None:
+        deadline = time.monotonic() + self.options.startup_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            camera_ready = self.camera is None or self.camera.latest() is not None
+            audio_ready = self.audio is None or self.audio.ring.end_ns is not None
+            if camera_ready and audio_ready:
+                return
+            self._stop.wait(0.01)
 
     def run(self, callback: Callable[[LiveResult], Any], duration_s: float | None = None) -> int:
         """Calls callback with each result until stop() or duration_s; returns the count."""
@@ -173,12 +197,16 @@ class LiveRunner:
         image_age = None if frame is None else t0 - frame.t_ns
         use_frame = frame is not None and image_age <= stale
         anchor = frame.t_ns if use_frame else t0
-        window, audio_age = None, None
+        window, audio_age, use_audio = None, None, False
         if self.audio is not None:
-            window = self.audio.window(spec.audio.num_samples, spec.audio.sample_rate, anchor)
             newest = self.audio.ring.end_ns
-            audio_age = None if newest is None else t0 - newest
-        use_audio = window is not None and audio_age is not None and audio_age <= stale
+            window = self.audio.window(spec.audio.num_samples, spec.audio.sample_rate, anchor)
+            # The clock is read after the ring, so no block can land in between and make
+            # an age negative. Live means the microphone delivered recently; the age
+            # reported is that of the window the model gets.
+            now = time.monotonic_ns()
+            use_audio = window is not None and newest is not None and now - newest <= stale
+            audio_age = None if window is None else now - window.end_ns
         text = self.text() if callable(self.text) else self.text
         if not use_frame and use_audio:
             anchor = window.end_ns

@@ -53,11 +53,14 @@ class AudioRing:
 
     def write(self, block: np.ndarray, end_ns: int) -> None:
         """Appends mono float32 samples whose last one was captured at end_ns."""
-        block = np.asarray(block, dtype=np.float32).reshape(-1)[-self.capacity :]
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        skipped = max(0, len(block) - self.capacity)  # older than the ring can hold
+        block = block[skipped:]
         n = len(block)
         if n == 0:
             return
         with self._lock:
+            self._written += skipped
             start = self._written % self.capacity
             first = min(n, self.capacity - start)
             self._data[start : start + first] = block[:first]

@@ -80,23 +80,36 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
     predictor = Predictor.from_path(
         config.model, providers=config.providers, threads=config.threads, spinning=False
     )
-    spec = predictor.spec
-    camera = CameraSource(config.camera).start() if config.camera is not None else None
-    audio = open_audio(config.mic, spec.audio.sample_rate) if config.mic is not None else None
-    text = stdin_text() if config.text == "-" else config.text
-    runner = LiveRunner(predictor, camera, audio, text, config.options)
-    sink = config.jsonl.open("a", encoding="utf-8") if config.jsonl else None
-    window = None if config.headless else LiveWindow()
-    files = [
-        s
-        for s in (camera, audio)
-        if s is not None
-        and hasattr(s, "finished")
-        and (not isinstance(s, CameraSource) or s.is_file)
-    ]
-    end = None if config.duration_s is None else time.monotonic() + config.duration_s
+    camera: CameraSource | None = None
+    audio: AudioSource | None = None
+    sink: IO[str] | None = None
+    window: LiveWindow | None = None
     count = 0
     try:
+        spec = predictor.spec
+        wanted = {"image": config.camera, "audio": config.mic, "text": config.text}
+        extra = [m for m, v in wanted.items() if v is not None and m not in spec.modalities]
+        if extra:
+            raise ValueError(
+                f"{config.model} takes {list(spec.modalities)}; it has no use "
+                f"for the {', '.join(extra)} input given"
+            )
+        if config.camera is not None:
+            camera = CameraSource(config.camera).start()
+        if config.mic is not None:
+            audio = open_audio(config.mic, spec.audio.sample_rate)
+        text = stdin_text() if config.text == "-" else config.text
+        runner = LiveRunner(predictor, camera, audio, text, config.options)
+        sink = config.jsonl.open("a", encoding="utf-8") if config.jsonl else None
+        window = None if config.headless else LiveWindow()
+        files = [
+            s
+            for s in (camera, audio)
+            if s is not None
+            and hasattr(s, "finished")
+            and (not isinstance(s, CameraSource) or s.is_file)
+        ]
+        end = None if config.duration_s is None else time.monotonic() + config.duration_s
         for result in runner:
             line = json.dumps(result.to_json())
             if config.headless:

@@ -73,6 +73,7 @@ def test_grayscale_8khz_image_audio_data_set_trains_with_defaults(tmp_path):
     result = json.loads(evaluated.stdout)
     assert set(result["by_modality"]) == {"image", "audio"}
     fused = result["metrics"]["accuracy"]
+    print("fused", fused, {m: v["accuracy"] for m, v in result["by_modality"].items()})
     # 8 kHz speech and grey cards lose a little; fusion must still beat both inputs alone.
     assert fused >= 0.9
     for modality, alone in result["by_modality"].items():

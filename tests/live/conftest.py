@@ -1,0 +1,181 @@
+"""Fixtures for the live-capture tests: real capture stacks with no camera or microphone.
+
+- a tiny image + audio + text model, trained a few epochs and exported once per session
+  (the approach of tests/runtime/conftest.py);
+- a clip (clip.avi + clip.wav + clip.json) made by examples/make_clip.py from that data;
+- an MJPEG-over-HTTP server on 127.0.0.1 that a test can kill, freeze and bring back on
+  the same port (cv2.VideoCapture reads it through its FFmpeg backend);
+- a private PulseAudio daemon with a module-pipe-source virtual microphone: bytes written
+  to its FIFO reach sounddevice as a real capture device (PortAudio -> ALSA "pulse" ->
+  PulseAudio). Skipped only when `pulseaudio` or `pactl` is not on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from live_helpers import Clip, MjpegServer, VirtualMic, wait_for
+from support import tiny_config, write_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+CLIP_SAMPLES = 6
+CLIP_SECONDS = 1.0
+CLIP_FPS = 30.0
+
+
+# ---------------------------------------------------------------------- model and clip
+
+
+@pytest.fixture(scope="session")
+def live_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 3-class image + audio + text data set of tests/support.py (16 kHz WAVs)."""
+    return write_dataset(tmp_path_factory.mktemp("live_data"))
+
+
+@pytest.fixture(scope="session")
+def live_model(live_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny image + audio + text model (8 kHz audio, 16x16 images), trained and exported."""
+    import torch
+
+    from fusionedge.export.run import export_run
+    from fusionedge.training.trainer import train
+
+    threads = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("live_model")
+    try:
+        train(live_data, root / "run", tiny_config("epochs=6"), progress=False)
+        export_run(root / "run", root / "model.onnx", live_data)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def live_clip(live_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Clip:
+    """6 test samples, 1 s each, 30 fps MJPG video and 16 kHz audio (the model takes 8 kHz)."""
+    out = tmp_path_factory.mktemp("live_clip") / "clip"
+    cmd = [
+        sys.executable,
+        str(REPO / "examples" / "make_clip.py"),
+        str(live_data),
+        str(out),
+        "--n",
+        str(CLIP_SAMPLES),
+        "--seconds",
+        str(CLIP_SECONDS),
+        "--fps",
+        str(CLIP_FPS),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    timeline = json.loads(out.with_suffix(".json").read_text())
+    assert len(timeline) == CLIP_SAMPLES
+    return Clip(out.with_suffix(".avi"), out.with_suffix(".wav"), timeline, CLIP_FPS, CLIP_SECONDS)
+
+
+@pytest.fixture
+def mjpeg_server() -> Iterator[MjpegServer]:
+    server = MjpegServer().start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def virtual_mic() -> Iterator[VirtualMic]:
+    """A private PulseAudio daemon with a 16 kHz mono module-pipe-source as default source.
+
+    The daemon gets its own XDG_RUNTIME_DIR, PULSE_RUNTIME_PATH and HOME under a short
+    temporary folder (unix socket paths are limited to 107 bytes), anonymous auth on its
+    socket (no cookie to share), and is terminated (then killed) at the end. This process
+    gets PULSE_SERVER for the duration, and PortAudio is re-initialised so that it lists
+    the ALSA "pulse" device even if sounddevice was imported before the server existed.
+    """
+    missing = [tool for tool in ("pulseaudio", "pactl") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(
+            f"{' and '.join(missing)} not on PATH: the microphone tests need a PulseAudio "
+            "server (Debian: apt-get install pulseaudio libportaudio2)"
+        )
+    root = Path(tempfile.mkdtemp(prefix="fe-pulse-"))
+    runtime, home = root / "pulse", root / "home"
+    runtime.mkdir(mode=0o700)
+    home.mkdir()
+    socket = runtime / "native"
+    env = {
+        **os.environ,
+        "XDG_RUNTIME_DIR": str(root),
+        "PULSE_RUNTIME_PATH": str(runtime),
+        "HOME": str(home),
+        "PULSE_SERVER": f"unix:{socket}",
+        "PULSE_COOKIE": str(home / "cookie"),
+    }
+    log_path = root / "pulseaudio.log"
+    log = log_path.open("w")
+    cmd = [
+        "pulseaudio",
+        "--daemonize=no",
+        "-n",  # no default.pa: only the modules named here
+        "--exit-idle-time=-1",
+        "--disallow-exit",
+        "--realtime=no",
+        "--high-priority=no",
+        "--use-pid-file=no",
+        "--log-target=stderr",
+        f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_COOKIE")}
+    try:
+        mic = VirtualMic(root / "mic.fifo", 16000, env, log_path)
+        up = wait_for(lambda: proc.poll() is None and mic.pactl("info").returncode == 0, 15)
+        assert up, f"pulseaudio did not come up:\n{log_path.read_text()[-3000:]}"
+        loaded = mic.pactl(
+            "load-module",
+            "module-pipe-source",
+            "source_name=virtmic",
+            f"file={mic.fifo}",
+            "format=s16le",
+            f"rate={mic.rate}",
+            "channels=1",
+        )
+        assert loaded.returncode == 0, loaded.stderr
+        default = mic.pactl("set-default-source", "virtmic")
+        assert default.returncode == 0, default.stderr
+        for key in saved:
+            os.environ[key] = env[key]
+        import sounddevice as sd
+
+        # PortAudio lists devices once, at initialisation: refresh it (private API, test
+        # only) so that the ALSA "pulse" device sees this server.
+        sd._terminate()
+        sd._initialize()
+        names = [d["name"] for d in sd.query_devices()]
+        assert "pulse" in names, (
+            f"PortAudio has no ALSA 'pulse' device (devices: {names}); install libasound2-plugins"
+        )
+        yield mic
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

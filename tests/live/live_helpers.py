@@ -1,0 +1,248 @@
+"""Helpers for the live-capture tests (imported as `live_helpers`; fixtures are in conftest.py).
+
+Small media written on the fly, an MJPEG-over-HTTP server a test can kill and bring back,
+and a tone writer for a PulseAudio pipe-source FIFO.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socketserver
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What examples/make_clip.py wrote: video, audio and the timeline of samples."""
+
+    avi: Path
+    wav: Path
+    timeline: list[dict]
+    fps: float
+    seconds: float
+
+    @property
+    def duration(self) -> float:
+        return len(self.timeline) * self.seconds
+
+
+# ---------------------------------------------------------------------- small media files
+
+
+def numbered_frame(i: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
+    """A BGR frame whose mean brightness encodes i (steps of 8, survives JPEG)."""
+    image = np.zeros((*size, 3), dtype=np.uint8)
+    image[:] = (16 + 8 * (i % 28), 64, 200 - 4 * (i % 28))
+    return image
+
+
+def frame_number(image: np.ndarray) -> int:
+    """Inverse of numbered_frame (modulo 28)."""
+    return round((float(image[..., 0].mean()) - 16) / 8)
+
+
+def write_avi(path: Path, frames: int, fps: float, size: tuple[int, int] = (48, 64)) -> Path:
+    """An MJPG .avi whose frame i is numbered_frame(i)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size[1], size[0]))
+    assert writer.isOpened(), "OpenCV cannot write MJPG AVI here"
+    for i in range(frames):
+        writer.write(numbered_frame(i, size))
+    writer.release()
+    return path
+
+
+def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    """The frequency of the largest spectral peak (Hann window)."""
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
+
+
+# ---------------------------------------------------------------------- MJPEG server
+
+
+class _MjpegHandler(http.server.BaseHTTPRequestHandler):
+    server: _MjpegHttpServer
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        owner.connections += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        sent_here = 0
+        try:
+            while not self.server.dead.is_set():
+                if owner.frozen.is_set():  # connection open, nothing sent: a hung camera
+                    time.sleep(0.02)
+                    continue
+                _, jpg = cv2.imencode(".jpg", numbered_frame(owner.sent))
+                data = jpg.tobytes()
+                self.wfile.write(
+                    b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
+                    + data
+                    + b"\r\n"
+                )
+                self.wfile.flush()
+                owner.sent += 1
+                sent_here += 1
+                if owner.per_connection and sent_here >= owner.per_connection:
+                    return  # the camera resets the connection; the server stays up
+                time.sleep(1 / owner.fps)
+        except OSError:  # the client went away
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _MjpegHttpServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: MjpegServer
+    dead: threading.Event
+
+
+class MjpegServer:
+    """Serves numbered JPEG frames as multipart/x-mixed-replace on 127.0.0.1.
+
+    kill() closes the listening socket and every open stream (a camera that went away);
+    start() brings it back on the same port; frozen.set() keeps connections open but
+    sends nothing (a hung camera); per_connection ends each stream after that many frames
+    while the server stays up (a camera that resets its connection).
+    """
+
+    def __init__(self, fps: float = 30.0, per_connection: int | None = None) -> None:
+        self.fps = fps
+        self.per_connection = per_connection
+        self.port = 0
+        self.sent = 0
+        self.connections = 0
+        self.frozen = threading.Event()
+        self._server: _MjpegHttpServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> MjpegServer:
+        server = _MjpegHttpServer(("127.0.0.1", self.port), _MjpegHandler)
+        server.owner, server.dead = self, threading.Event()
+        self.port = server.server_address[1]
+        threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="mjpeg", daemon=True
+        ).start()
+        self._server = server
+        return self
+
+    def kill(self) -> None:
+        if self._server is not None:
+            self._server.dead.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+            time.sleep(0.1)  # handlers notice `dead` within one frame and close
+
+
+# ---------------------------------------------------------------------- virtual microphone
+
+
+class FifoTone:
+    """Writes a sine tone as s16le mono into a FIFO at real-time pace, from a thread.
+
+    pause() stops writing (the source starves, as a stalled device would); resume() goes
+    on, optionally at another frequency.
+    """
+
+    def __init__(self, fifo: Path, rate: int, freq: float, amplitude: float = 0.5) -> None:
+        self.fifo, self.rate, self.freq, self.amplitude = fifo, rate, freq, amplitude
+        self.written = 0
+        self.errors: list[str] = []
+        self._running = threading.Event()
+        self._running.set()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fifo-tone", daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self, freq: float | None = None) -> None:
+        if freq is not None:
+            self.freq = freq
+        self._running.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._running.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        block = self.rate // 50  # 20 ms
+        phase = 0
+        try:
+            # O_RDWR never blocks on open (the pipe source is the reader) and survives
+            # the reader going away and coming back.
+            fd = os.open(self.fifo, os.O_RDWR)
+        except OSError as e:
+            self.errors.append(repr(e))
+            return
+        try:
+            start, sent = time.monotonic(), 0
+            while not self._closed.is_set():
+                if not self._running.is_set():
+                    self._running.wait(0.05)
+                    start, sent = time.monotonic(), 0  # pace from the moment we resume
+                    continue
+                t = (phase + np.arange(block)) / self.rate
+                pcm = self.amplitude * np.sin(2 * np.pi * self.freq * t)
+                os.write(fd, (pcm * 32767).astype("<i2").tobytes())
+                phase += block
+                sent += block
+                self.written += block
+                time.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
+        except OSError as e:
+            self.errors.append(repr(e))
+        finally:
+            os.close(fd)
+
+
+@dataclass
+class VirtualMic:
+    """A PulseAudio pipe source that is the default source of a private daemon."""
+
+    fifo: Path
+    rate: int
+    env: dict[str, str]
+    log: Path
+
+    def tone(self, freq: float) -> FifoTone:
+        return FifoTone(self.fifo, self.rate, freq)
+
+    def pactl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10
+        )
+
+
+def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(step)
+    return check()
