@@ -34,7 +34,8 @@ class LiveOptions:
     Attributes:
         stale_ms: An input older than this (capture time to now) counts as missing.
         rate_hz: At most this many predictions per second. None: once per new camera
-            frame, as fast as the model allows, and idle_hz without a live camera.
+            frame, as fast as the model allows, and at least idle_hz (turns between the
+            frames of a slow camera reuse its last frame with the newest audio).
         idle_hz: Predictions per second when no camera frame drives the loop (no camera,
             or a camera that stopped delivering) and rate_hz is None.
         smoothing: Exponential smoothing of scores over time, 0 (off) to <1 (heavy).
@@ -188,15 +189,20 @@ class LiveRunner:
         return count
 
     def step(self, frame=None) -> LiveResult:
-        """One turn with the given frame (None: the camera's newest, if fresh)."""
+        """One turn with a newly taken frame, or None.
+
+        Without a new frame (a camera slower than idle_hz, or none) the turn is about the
+        present: the newest audio, and the camera's last frame while it is still fresh.
+        """
         spec = self.predictor.spec
         t0 = time.monotonic_ns()
         stale = self.options.stale_ms * 1e6
+        new_frame = frame is not None
         if frame is None and self.camera is not None:
             frame = self.camera.latest()
         image_age = None if frame is None else t0 - frame.t_ns
         use_frame = frame is not None and image_age <= stale
-        anchor = frame.t_ns if use_frame else t0
+        anchor = frame.t_ns if use_frame and new_frame else t0
         window, audio_age, use_audio = None, None, False
         if self.audio is not None:
             newest = self.audio.ring.end_ns
