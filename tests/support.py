@@ -212,3 +212,23 @@ def read_weights(path: Path) -> dict[str, Any]:
 
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}  # noqa: SIM118
+
+
+def train_and_export(data: Path, root: Path) -> Path:
+    """A tiny model trained 6 epochs on data and exported to root/model.onnx.
+
+    Training sets torch's thread count from the tiny config; it is restored afterwards so
+    the tests that run next see the process as it was.
+    """
+    import torch
+
+    from fusionedge.export.run import export_run
+    from fusionedge.training.trainer import train
+
+    threads = torch.get_num_threads()
+    try:
+        train(data, root / "run", tiny_config("epochs=6"), progress=False)
+        export_run(root / "run", root / "model.onnx", data)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "model.onnx"

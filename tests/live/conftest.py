@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from live_helpers import Clip, MjpegServer, VirtualMic, wait_for
-from support import tiny_config, write_dataset
+from support import train_and_export, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP_SAMPLES = 6
@@ -43,19 +43,7 @@ def live_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def live_model(live_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny image + audio + text model (8 kHz audio, 16x16 images), trained and exported."""
-    import torch
-
-    from fusionedge.export.run import export_run
-    from fusionedge.training.trainer import train
-
-    threads = torch.get_num_threads()
-    root = tmp_path_factory.mktemp("live_model")
-    try:
-        train(live_data, root / "run", tiny_config("epochs=6"), progress=False)
-        export_run(root / "run", root / "model.onnx", live_data)
-    finally:
-        torch.set_num_threads(threads)
-    return root / "model.onnx"
+    return train_and_export(live_data, tmp_path_factory.mktemp("live_model"))
 
 
 @pytest.fixture(scope="session")

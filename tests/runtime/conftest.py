@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import tiny_config, tiny_spec, write_dataset
+from support import tiny_spec, train_and_export, write_dataset
 
 from fusionedge.runtime import Predictor
 
@@ -24,19 +24,7 @@ def runtime_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def model_path(runtime_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny image + audio + text model, trained a few epochs and exported."""
-    import torch
-
-    from fusionedge.export.run import export_run
-    from fusionedge.training.trainer import train
-
-    threads = torch.get_num_threads()
-    root = tmp_path_factory.mktemp("runtime_model")
-    try:
-        train(runtime_data, root / "run", tiny_config("epochs=6"), progress=False)
-        export_run(root / "run", root / "model.onnx", runtime_data)
-    finally:
-        torch.set_num_threads(threads)
-    return root / "model.onnx"
+    return train_and_export(runtime_data, tmp_path_factory.mktemp("runtime_model"))
 
 
 @pytest.fixture(scope="session")
