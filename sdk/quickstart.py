@@ -24,31 +24,28 @@ def compare_latency(
 ) -> dict[str, Any]:
     """Batch-1 milliseconds per sample of PyTorch eager and ONNX Runtime, same weights.
 
-    Model compute only (inputs already decoded). The two alternate sample by sample, so
-    drift in clock speed or background load hits both alike: the ratio is the figure to
-    read, the absolute times are context.
+    Model compute only (inputs already decoded). The two alternate sample by sample (the
+    interleaving of `fusionedge bench`), so drift in clock speed or background load hits
+    both alike: the ratio is the figure to read, the absolute times are context.
     """
     import torch
 
+    from fusionedge.bench import torch_call
+    from fusionedge.runtime.bench import inference_call, interleave
+
     model = model.cpu().eval()
     inputs = samples.inputs()
-    times: dict[str, list[float]] = {"runtime": [], "torch": []}
-    for i in range(warmup + repeats):
+
+    def one(i: int) -> dict[str, np.ndarray]:
         k = i % len(samples)
-        one = {name: v[k : k + 1] for name, v in inputs.items()}
-        t0 = time.perf_counter()
-        predictor.run(one)
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            model(**{name: torch.from_numpy(v) for name, v in one.items()})
-        t2 = time.perf_counter()
-        if i >= warmup:
-            times["runtime"].append((t1 - t0) * 1e3)
-            times["torch"].append((t2 - t1) * 1e3)
+        return {name: v[k : k + 1] for name, v in inputs.items()}
+
+    calls = {"runtime": inference_call(predictor, one), "torch": torch_call(model)(one)}
+    times = interleave(calls, repeats, warmup)
     out: dict[str, Any] = {}
-    for name, values in times.items():
-        out[f"{name}_p50"] = float(np.percentile(values, 50))
-        out[f"{name}_p95"] = float(np.percentile(values, 95))
+    for name, stages in times.items():
+        out[f"{name}_p50"] = float(np.percentile(stages["inference"], 50))
+        out[f"{name}_p95"] = float(np.percentile(stages["inference"], 95))
     out["speedup_p50"] = out["torch_p50"] / out["runtime_p50"]
     out.update(
         repeats=repeats,

@@ -1,0 +1,375 @@
+"""Latency per stage of a fusionedge model in ONNX Runtime (numpy + onnxruntime, no torch).
+
+    predictor = Predictor.from_path("model.onnx", threads=1)
+    report = run_bench(predictor, synthetic_inputs(predictor), BenchOptions())
+
+Each call of the pipeline is timed in three stages, as `Predictor.predict_batch` runs
+them: preprocess (Predictor.prepare on raw inputs, then stack), inference (Predictor.run)
+and postprocess (make_results). A baseline (PyTorch eager, from fusionedge.bench) can run
+on the same prepared inputs, alternating with the runtime call by call, so drift in clock
+speed or background load hits both alike and the ratio is fair.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusionedge.runtime.predictor import Predictor
+from fusionedge.runtime.result import make_results
+from fusionedge.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+# One call i -> milliseconds by stage name.
+Call = Callable[[int], dict[str, float]]
+# Call i -> the model inputs it runs on (the same for every backend at the same i).
+BatchFor = Callable[[int], dict[str, np.ndarray]]
+
+STAGES = ("preprocess", "inference", "postprocess", "total")
+PERCENTILES = (50, 95, 99)
+# What a live app hands over: a camera frame, about a second of microphone PCM at a rate
+# the model does not take (so resampling is part of the cost), and a short text.
+CAMERA_SHAPE = (480, 640, 3)
+MIC_RATE, MIC_RATE_ALT = 48000, 44100
+TEXTS = ("seven", "show me the number three", "red", "a dog barking", "play it again")
+SYNTHETIC_POOL = 32
+DATA_POOL = 256
+# Auto repeats stay in this range whatever the model costs: p99 needs about 100 samples
+# to mean anything, and a tiny model should not spin for minutes.
+MIN_REPEATS, MAX_REPEATS = 10, 2000
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to measure and for how long.
+
+    Attributes:
+        batches: Batch sizes, each measured on its own.
+        repeats: Timed calls per batch size; None picks them so that all batch sizes
+            together take about `seconds`.
+        seconds: Time budget of the timed calls when repeats is None.
+        warmup: Untimed calls per batch size before timing (first runs allocate).
+        threads: ONNX Runtime intra-op threads (and PyTorch's, for a baseline); 0 leaves
+            each library's default.
+        providers: "auto", "cpu", "cuda" or provider names, as for the Predictor.
+        spinning: Let idle ONNX Runtime threads spin (its default).
+        data: A data set folder to take real samples from; None for synthetic inputs.
+        split: The data set split to take samples from.
+        seed: Seed of the synthetic inputs.
+    """
+
+    batches: tuple[int, ...] = (1, 8, 32)
+    repeats: int | None = None
+    seconds: float = 3.0
+    warmup: int = 5
+    threads: int = 0
+    providers: str = "auto"
+    spinning: bool = True
+    data: Path | None = None
+    split: str = "test"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.batches or any(
+            isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batches
+        ):
+            raise ValueError(f"batches: expected positive integers, got {self.batches!r}")
+        if self.repeats is not None and self.repeats < 1:
+            raise ValueError(f"repeats: expected at least 1, got {self.repeats}")
+        if not self.seconds > 0:
+            raise ValueError(f"seconds: expected a positive number, got {self.seconds}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup: expected 0 or more, got {self.warmup}")
+        if self.threads < 0:
+            raise ValueError(f"threads: expected 0 (library default) or more, got {self.threads}")
+
+
+def parse_batches(text: str, flag: str = "--batch") -> tuple[int, ...]:
+    """ "1,8,32" -> (1, 8, 32), in the order given, duplicates dropped.
+
+    Raises:
+        ValueError: anything but comma-separated positive integers.
+    """
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or any(b < 1 for b in sizes):
+        raise ValueError(
+            f"{flag}: expected comma-separated positive integers like 1,8,32, got {text!r}"
+        )
+    return tuple(dict.fromkeys(sizes))
+
+
+# ---------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class BenchInputs:
+    """A pool of samples the calls cycle through.
+
+    Attributes:
+        description: What the samples are, for the report.
+        raw: Keyword arguments of Predictor.prepare, one per sample (arrays or file paths).
+        prepared: The same samples prepared once: what every backend's model runs on.
+    """
+
+    description: str
+    raw: list[dict[str, Any]]
+    prepared: list[dict[str, np.ndarray | None]]
+
+    def indices(self, i: int, batch: int) -> list[int]:
+        """The samples of call i at this batch size (consecutive, wrapping around)."""
+        return [(i * batch + j) % len(self.raw) for j in range(batch)]
+
+
+def synthetic_inputs(
+    predictor: Predictor, count: int = SYNTHETIC_POOL, seed: int = 0
+) -> BenchInputs:
+    """Seeded raw inputs as a live app has them: 640x480 BGR frames, ~1 s of PCM at a rate
+    that needs resampling, a short text (each only where the model takes it)."""
+    spec = predictor.spec
+    rng = np.random.default_rng(seed)
+    rate = MIC_RATE if spec.audio is None or spec.audio.sample_rate != MIC_RATE else MIC_RATE_ALT
+    raw = []
+    for k in range(count):
+        sample: dict[str, Any] = {}
+        if spec.image is not None:
+            sample["image"] = rng.integers(0, 256, CAMERA_SHAPE, dtype=np.uint8)
+            sample["color_order"] = "bgr"
+        if spec.audio is not None:
+            sample["audio"] = (0.1 * rng.standard_normal(rate)).astype(np.float32)
+            sample["sample_rate"] = rate
+        if spec.text is not None:
+            sample["text"] = TEXTS[k % len(TEXTS)]
+        raw.append(sample)
+    parts = {
+        "image": f"{CAMERA_SHAPE[1]}x{CAMERA_SHAPE[0]} BGR frames",
+        "audio": f"1 s of PCM at {rate} Hz",
+        "text": "short texts",
+    }
+    description = "synthetic: " + ", ".join(parts[m] for m in spec.modalities)
+    return BenchInputs(description, raw, [predictor.prepare(**r) for r in raw])
+
+
+def data_inputs(
+    predictor: Predictor, data: str | Path, split: str = "test", count: int = DATA_POOL
+) -> BenchInputs:
+    """Real samples of a data set's split: file paths for the preprocess stage (so it
+    decodes them as `fusionedge predict` does), decoded once for the model inputs.
+
+    Raises:
+        ValueError: the split has no samples, or its samples have none of the model's inputs.
+    """
+    from fusionedge.manifest import read_manifest
+
+    manifest = read_manifest(data, require_labels=False)
+    records = manifest.split(split)[:count]
+    if not records:
+        raise ValueError(f"{manifest.path}: the {split!r} split is empty")
+    raw = [{m: getattr(r, m) for m in predictor.spec.modalities if r.has(m)} for r in records]
+    if not any(raw):
+        raise ValueError(
+            f"{manifest.path}: the {split!r} samples have none of the model's inputs "
+            f"{list(predictor.spec.modalities)}"
+        )
+    description = f"{len(raw)} samples of the {split!r} split of {manifest.path}"
+    return BenchInputs(description, raw, [predictor.prepare(**r) for r in raw])
+
+
+def load_inputs(predictor: Predictor, options: BenchOptions) -> BenchInputs:
+    """The data set's samples when options.data is set, synthetic inputs otherwise."""
+    if options.data is not None:
+        return data_inputs(predictor, options.data, options.split)
+    return synthetic_inputs(predictor, min(SYNTHETIC_POOL, max(options.batches)), options.seed)
+
+
+# ---------------------------------------------------------------------------------- calls
+
+
+def pipeline_call(predictor: Predictor, inputs: BenchInputs, batch: int) -> Call:
+    """The runtime's whole path on raw inputs, timed per stage (as Predictor._predict)."""
+    spec: ModelSpec = predictor.spec
+    top_k = predictor.options.top_k
+
+    def call(i: int) -> dict[str, float]:
+        raw = [inputs.raw[k] for k in inputs.indices(i, batch)]
+        t0 = time.perf_counter()
+        arrays = predictor.stack([predictor.prepare(**r) for r in raw])
+        t1 = time.perf_counter()
+        scores, embedding = predictor.run(arrays)
+        t2 = time.perf_counter()
+        make_results(spec, scores, embedding, arrays["present"], {}, top_k)
+        t3 = time.perf_counter()
+        return {
+            "preprocess": (t1 - t0) * 1e3,
+            "inference": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+        }
+
+    return call
+
+
+def prepared_batches(predictor: Predictor, inputs: BenchInputs, batch: int) -> BatchFor:
+    """Call i -> the model inputs of call i, stacked from the samples prepared once."""
+    return lambda i: predictor.stack([inputs.prepared[k] for k in inputs.indices(i, batch)])
+
+
+def inference_call(predictor: Predictor, batch_for: BatchFor) -> Call:
+    """Predictor.run alone on ready model inputs."""
+
+    def call(i: int) -> dict[str, float]:
+        arrays = batch_for(i)
+        t0 = time.perf_counter()
+        predictor.run(arrays)
+        return {"inference": (time.perf_counter() - t0) * 1e3}
+
+    return call
+
+
+def interleave(
+    calls: dict[str, Call], repeats: int, warmup: int = 0
+) -> dict[str, dict[str, list[float]]]:
+    """Runs every call in turn, call index by call index: name -> stage -> milliseconds.
+
+    Alternating (rather than all of one, then all of the other) makes drift in clock speed
+    or background load hit every backend alike. The first `warmup` rounds are not kept.
+    """
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in calls}
+    for i in range(warmup + repeats):
+        for name, call in calls.items():
+            stages = call(i)
+            if i >= warmup:
+                for stage, ms in stages.items():
+                    times[name].setdefault(stage, []).append(ms)
+    return times
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    """mean_ms and p50_ms / p95_ms / p99_ms of milliseconds."""
+    out = {"mean_ms": float(np.mean(values))}
+    for q, value in zip(PERCENTILES, np.percentile(values, PERCENTILES), strict=True):
+        out[f"p{q}_ms"] = float(value)
+    return out
+
+
+def warm_up(calls: dict[str, Call], rounds: int) -> float:
+    """Runs the untimed rounds; returns the median seconds of one round (for picking
+    repeats: the first round allocates and is no guide)."""
+    durations = []
+    for i in range(max(rounds, 1)):
+        t0 = time.perf_counter()
+        for call in calls.values():
+            call(i)
+        durations.append(time.perf_counter() - t0)
+    return float(np.median(durations))
+
+
+# ---------------------------------------------------------------------------------- bench
+
+
+def bench_batch(
+    predictor: Predictor,
+    inputs: BenchInputs,
+    batch: int,
+    options: BenchOptions,
+    baseline: tuple[str, Callable[[BatchFor], Call]] | None = None,
+) -> dict[str, Any]:
+    """One batch size: stages, throughput and (with a baseline) its figures and ratios."""
+    calls = {"runtime": pipeline_call(predictor, inputs, batch)}
+    if baseline is not None:
+        name, make_call = baseline
+        calls[name] = make_call(prepared_batches(predictor, inputs, batch))
+    round_s = warm_up(calls, options.warmup)
+    repeats = options.repeats
+    if repeats is None:
+        budget = options.seconds / len(options.batches)
+        repeats = int(np.clip(budget / max(round_s, 1e-9), MIN_REPEATS, MAX_REPEATS))
+    times = interleave(calls, repeats)
+    stages = {stage: stats(times["runtime"][stage]) for stage in STAGES}
+    out: dict[str, Any] = {
+        "repeats": repeats,
+        "stages": stages,
+        # Mean-based: samples per second over the timed calls as a whole.
+        "throughput": {
+            "inference_samples_per_s": batch * 1e3 / stages["inference"]["mean_ms"],
+            "total_samples_per_s": batch * 1e3 / stages["total"]["mean_ms"],
+        },
+    }
+    if baseline is not None:
+        name = baseline[0]
+        other = stats(times[name]["inference"])
+        other["samples_per_s"] = batch * 1e3 / other["mean_ms"]
+        out[name] = other
+        out.update(speedups(stages["inference"], other))
+    return out
+
+
+def speedups(runtime: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """How many times lower the runtime's latency is than the baseline's, per percentile."""
+    return {f"speedup_p{q}": baseline[f"p{q}_ms"] / runtime[f"p{q}_ms"] for q in (50, 95)}
+
+
+def thread_info(predictor: Predictor, requested: int) -> dict[str, Any]:
+    """Intra-op threads asked for and used (0 means ONNX Runtime's default of one thread
+    per core, reported as the cores this process may run on), and whether idle ones spin."""
+    option = predictor.session.get_session_options().intra_op_num_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "requested": requested,
+        "intra_op": option or cores,
+        "default": option == 0,
+        "spinning": predictor.options.spinning,
+    }
+
+
+def run_bench(
+    predictor: Predictor,
+    inputs: BenchInputs,
+    options: BenchOptions,
+    baseline: tuple[str, Callable[[BatchFor], Call]] | None = None,
+) -> dict[str, Any]:
+    """Every batch size of options; the top-level figures are for batch 1 (or the smallest).
+
+    Args:
+        predictor: The open model.
+        inputs: The samples to cycle through.
+        options: Batch sizes, repeats, warm-up.
+        baseline: (name, factory): the factory gets each call's model inputs and returns a
+            call timed as {"inference": ms}, run alternately with the runtime's.
+
+    Returns:
+        {"model", "inputs", "providers", "threads", "warmup", "repeats", "batch", "runtime"
+        (the batch's inference stage), "batches": {"1": {"repeats", "stages",
+        "throughput", ...}, ...}} and, with a baseline, its figures under its name plus
+        "speedup_p50" / "speedup_p95" at top level and per batch.
+    """
+    batches = {
+        str(b): bench_batch(predictor, inputs, b, options, baseline) for b in options.batches
+    }
+    head = str(1 if 1 in options.batches else min(options.batches))
+    report: dict[str, Any] = {
+        "model": str(predictor.path),
+        "inputs": inputs.description,
+        "providers": predictor.providers,
+        "threads": thread_info(predictor, options.threads),
+        "warmup": options.warmup,
+        "repeats": {b: v["repeats"] for b, v in batches.items()},
+        "batch": int(head),
+        "runtime": batches[head]["stages"]["inference"],
+        "batches": batches,
+    }
+    if baseline is not None:
+        name = baseline[0]
+        report[name] = batches[head][name]
+        report.update(speedups(report["runtime"], report[name]))
+    return report
