@@ -81,7 +81,7 @@ def rename_values(model: onnx.ModelProto, mapping: dict[str, str]) -> None:
         value.name = mapping.get(value.name, value.name)
 
 
-def name_outputs(model: onnx.ModelProto) -> None:
+def name_outputs(model: onnx.ModelProto, names: tuple[str, ...] = OUTPUT_NAMES) -> None:
     """Gives the outputs the contract's names.
 
     The exporter names outputs after the last op ("softmax", "linear_4") and may already
@@ -90,8 +90,8 @@ def name_outputs(model: onnx.ModelProto) -> None:
     """
     current = [o.name for o in model.graph.output]
     inner = {o for n in model.graph.node for o in n.output} - set(current)
-    rename_values(model, {name: f"{name}__inner" for name in OUTPUT_NAMES if name in inner})
-    rename_values(model, dict(zip(current, OUTPUT_NAMES, strict=True)))
+    rename_values(model, {name: f"{name}__inner" for name in names if name in inner})
+    rename_values(model, dict(zip(current, names, strict=True)))
 
 
 def export_onnx(model: FusedModel, path: str | Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
@@ -101,8 +101,33 @@ def export_onnx(model: FusedModel, path: str | Path, opset: int = DEFAULT_OPSET)
         onnx.checker.ValidationError: the exported graph is not valid ONNX.
     """
     spec = model.spec
-    model = model.cpu().eval()
     inputs = {k: torch.from_numpy(v) for k, v in example_inputs(spec, batch=2).items()}
+    doc = (
+        f"fusionedge model: {'+'.join(spec.modalities)} -> {spec.task} over "
+        f"{len(spec.labels)} label(s); the spec is in metadata '{SPEC_KEY}'"
+    )
+    facts = export_module(
+        model, inputs, path, OUTPUT_NAMES, {SPEC_KEY: spec.to_json(indent=None)}, doc, opset
+    )
+    return facts | {"input_names": [INPUT_NAMES[m] for m in spec.modalities] + ["present"]}
+
+
+def export_module(
+    module: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    path: str | Path,
+    output_names: tuple[str, ...],
+    metadata: dict[str, str],
+    doc: str,
+    opset: int = DEFAULT_OPSET,
+) -> dict[str, Any]:
+    """Exports module(**inputs) with a dynamic batch dimension, names its outputs, stores
+    the metadata, checks the graph and writes it to path; returns facts for a report.
+
+    Raises:
+        onnx.checker.ValidationError: the exported graph is not valid ONNX.
+    """
+    module = module.cpu().eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
     start = time.perf_counter()
     with warnings.catch_warnings(), quiet_loggers("onnx_ir", "onnxscript"):
@@ -110,7 +135,7 @@ def export_onnx(model: FusedModel, path: str | Path, opset: int = DEFAULT_OPSET)
         # user can do nothing about; real failures raise.
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model,
+            module,
             (),
             kwargs=inputs,
             dynamo=True,
@@ -119,17 +144,13 @@ def export_onnx(model: FusedModel, path: str | Path, opset: int = DEFAULT_OPSET)
             dynamic_shapes={name: {0: batch} for name in inputs},
         )
     proto = program.model_proto
-    name_outputs(proto)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    meta[SPEC_KEY] = spec.to_json(indent=None)
+    name_outputs(proto, output_names)
+    meta = {p.key: p.value for p in proto.metadata_props} | metadata
     del proto.metadata_props[:]
     for key, value in sorted(meta.items()):
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "fusionedge"
-    proto.doc_string = (
-        f"fusionedge model: {'+'.join(spec.modalities)} -> {spec.task} over "
-        f"{len(spec.labels)} label(s); the spec is in metadata '{SPEC_KEY}'"
-    )
+    proto.doc_string = doc
     proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
@@ -143,7 +164,6 @@ def export_onnx(model: FusedModel, path: str | Path, opset: int = DEFAULT_OPSET)
         "inputs": {i.name: _shape(i) for i in proto.graph.input},
         "outputs": {o.name: _shape(o) for o in proto.graph.output},
         "bytes": path.stat().st_size,
-        "input_names": [INPUT_NAMES[m] for m in spec.modalities] + ["present"],
     }
 
 

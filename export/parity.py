@@ -85,18 +85,21 @@ def check_parity(
 ) -> dict[str, Any]:
     """Compares PyTorch and ONNX Runtime (CPU) on every case; returns the parity report.
 
+    onnx_path is a model file or a split model's folder; either runs through the
+    runtime's Predictor, as a user's application would run it.
+
     Raises:
         ParityError: with the report, when any score differs by more than tolerance.
     """
-    import onnxruntime as ort
+    from fusionedge.runtime.predictor import Predictor
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    predictor = Predictor.from_path(onnx_path, providers=["cpu"])
     model = model.cpu().eval()
     rows = []
     for case in cases(model, samples, batch_sizes):
         with torch.no_grad():
             scores, embedding = model(**{k: torch.from_numpy(v) for k, v in case.inputs.items()})
-        got_scores, got_embedding = session.run(["scores", "embedding"], case.inputs)
+        got_scores, got_embedding = predictor.run(case.inputs)
         rows.append(
             {
                 "source": case.source,

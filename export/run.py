@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,10 @@ import torch
 from fusionedge.arrays import SampleArrays, load_arrays
 from fusionedge.export.onnx_export import DEFAULT_OPSET, export_onnx
 from fusionedge.export.parity import ParityError, check_parity
+from fusionedge.export.precision import MAX_DROP_POINTS, add_copies
+from fusionedge.export.split import export_split
 from fusionedge.manifest import read_manifest
+from fusionedge.runtime.split import split_folder
 from fusionedge.training.checkpoint import atomic_write_bytes, load_model
 from fusionedge.training.evaluate import resolve_checkpoint
 from fusionedge.version import __version__
@@ -29,34 +33,84 @@ def report_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".report.json")
 
 
+def resolve_data(run: Path, data: str | Path | None) -> Path | None:
+    """--data, else the data set the run was trained on (when it still exists)."""
+    if data is not None:
+        return Path(data)
+    metrics = run / "metrics.json" if run.is_dir() else run.parent / "metrics.json"
+    data = json.loads(metrics.read_text()).get("data") if metrics.is_file() else None
+    return Path(data) if data is not None and Path(data).exists() else None
+
+
 def validation_samples(run: Path, data: str | Path | None, model) -> SampleArrays | None:
     """Up to PARITY_SAMPLES real samples: the val split of --data, else of the run's data."""
+    data = resolve_data(run, data)
     if data is None:
-        metrics = run / "metrics.json" if run.is_dir() else run.parent / "metrics.json"
-        data = json.loads(metrics.read_text()).get("data") if metrics.is_file() else None
-        if data is None or not Path(data).exists():
-            log.warning(
-                "no data set to draw real samples from (pass --data); parity is "
-                "checked on random inputs only"
-            )
-            return None
+        log.warning(
+            "no data set to draw real samples from (pass --data); parity is "
+            "checked on random inputs only"
+        )
+        return None
     manifest = read_manifest(data)
     records = (manifest.split("val") or manifest.split("all"))[:PARITY_SAMPLES]
     return load_arrays(records, model.spec, manifest.path)
 
 
+def export_checked_split(
+    model, folder: Path, samples: SampleArrays | None, opset: int
+) -> dict[str, Any]:
+    """Writes the split parts into folder and checks them against PyTorch; a failed check
+    removes the folder, so only parts that passed are ever left for a user to load."""
+    tmp = folder.with_name(f".{folder.name}.checking")
+    parts = export_split(model, tmp, opset)
+    try:
+        parity = check_parity(model, tmp, samples)
+    except ParityError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ParityError({**e.report, "form": "split"}) from e
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return {
+        "folder": str(folder),
+        "parts": {
+            name: {k: f[k] for k in ("bytes", "nodes", "inputs", "outputs")}
+            for name, f in parts.items()
+        },
+        "parity": parity,
+    }
+
+
 def export_run(
-    run: str | Path, out: str | Path, data: str | Path | None = None, opset: int = DEFAULT_OPSET
+    run: str | Path,
+    out: str | Path,
+    data: str | Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    split: bool = False,
+    int8: bool = False,
+    fp16: bool = False,
+    force: bool = False,
+    max_drop: float = MAX_DROP_POINTS,
 ) -> dict[str, Any]:
     """Exports a trained run to one ONNX file and writes the export report beside it.
 
     The file appears at `out` only when it passed the checker and the parity check; on a
     parity failure the report is still written (so the failure can be studied) and
-    ParityError is raised.
+    ParityError is raised. With split=True the per-modality parts are written too, into
+    out's .split folder (runtime/split.py), and checked the same way.
+
+    int8 and fp16 also write out's stem + ".int8.onnx" / ".fp16.onnx" (export/precision.py),
+    measured next to fp32 in the report; one that loses more than max_drop points of the
+    task's metric is not written unless force, and PrecisionRefused is raised after the
+    fp32 file and the report are.
     """
     run, out = Path(run), Path(out)
     if out.suffix != ".onnx":
         raise ValueError(f"--out must name an .onnx file, got {out}")
+    if int8 and resolve_data(run, data) is None:
+        raise ValueError(
+            "--int8 calibrates on real training samples: pass --data (the run names no "
+            "data set that still exists)"
+        )
     checkpoint = resolve_checkpoint(run)
     model = load_model(checkpoint)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -73,13 +127,19 @@ def export_run(
         "task": model.spec.task,
         "modalities": list(model.spec.modalities),
     }
+    samples = validation_samples(run, data, model)
     try:
-        report["parity"] = check_parity(model, tmp, validation_samples(run, data, model))
+        report["parity"] = check_parity(model, tmp, samples)
+        if split:
+            report["split"] = export_checked_split(model, split_folder(out), samples, opset)
     except ParityError as e:
-        report["parity"] = e.report
+        report["parity" if "parity" not in report else "split"] = e.report
         atomic_write_bytes(report_path(out), json.dumps(report, indent=2).encode())
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, out)
-    atomic_write_bytes(report_path(out), json.dumps(report, indent=2).encode())
+    try:
+        add_copies(report, out, resolve_data(run, data), model.spec, int8, fp16, force, max_drop)
+    finally:
+        atomic_write_bytes(report_path(out), json.dumps(report, indent=2).encode())
     return report

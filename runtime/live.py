@@ -22,6 +22,8 @@ import numpy as np
 from fusionedge.runtime.audio_sources import AudioSource
 from fusionedge.runtime.camera import CameraSource
 from fusionedge.runtime.predictor import Predictor
+from fusionedge.runtime.ring import AudioWindow
+from fusionedge.runtime.streaming import StreamingEncoder
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -41,6 +43,8 @@ class LiveOptions:
         smoothing: Exponential smoothing of scores over time, 0 (off) to <1 (heavy).
         startup_s: At the start, wait up to this long for the first frame and audio, so
             the first result is not a prediction from nothing while devices open.
+        audio_hop_ms: With a split model, the audio encoder runs again once the audio has
+            moved on by this much (a single-file model encodes every turn's window).
     """
 
     stale_ms: float = 500.0
@@ -48,6 +52,7 @@ class LiveOptions:
     idle_hz: float = 10.0
     smoothing: float = 0.0
     startup_s: float = 3.0
+    audio_hop_ms: float = 100.0
 
     def __post_init__(self) -> None:
         def positive(x: float | None) -> bool:
@@ -61,10 +66,11 @@ class LiveOptions:
             and positive(self.idle_hz)
             and smoothing_ok
             and positive(self.startup_s)
+            and positive(self.audio_hop_ms)
         ):
             raise ValueError(
-                f"stale_ms, rate_hz, idle_hz and startup_s must be positive finite numbers "
-                f"and smoothing in [0, 1); got {self}"
+                f"stale_ms, rate_hz, idle_hz, startup_s and audio_hop_ms must be positive "
+                f"finite numbers and smoothing in [0, 1); got {self}"
             )
 
 
@@ -142,6 +148,13 @@ class LiveRunner:
         self.options = options or LiveOptions()
         self.results = 0
         self._smoothed: np.ndarray | None = None
+        self._stale_ns = self.options.stale_ms * 1e6
+        # A split model gets cached per-modality embeddings (runtime/streaming.py).
+        self.streaming = (
+            StreamingEncoder(predictor, self.options.audio_hop_ms / 1e3)
+            if predictor.split is not None
+            else None
+        )
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -193,8 +206,9 @@ class LiveRunner:
 
         Without a new frame (a camera slower than idle_hz, or none) the turn is about the
         present: the newest audio, and the camera's last frame while it is still fresh.
+        With a split model, each encoder runs only when its input changed (see
+        runtime/streaming.py); the audio window then moves in hops of audio_hop_ms.
         """
-        spec = self.predictor.spec
         t0 = time.monotonic_ns()
         stale = self.options.stale_ms * 1e6
         new_frame = frame is not None
@@ -203,31 +217,14 @@ class LiveRunner:
         image_age = None if frame is None else t0 - frame.t_ns
         use_frame = frame is not None and image_age <= stale
         anchor = frame.t_ns if use_frame and new_frame else t0
-        window, audio_age, use_audio = None, None, False
-        if self.audio is not None:
-            newest = self.audio.ring.end_ns
-            window = self.audio.window(spec.audio.num_samples, spec.audio.sample_rate, anchor)
-            # The clock is read after the ring, so no block can land in between and make
-            # an age negative. Live means the microphone delivered recently; the age
-            # reported is that of the window the model gets.
-            now = time.monotonic_ns()
-            use_audio = window is not None and newest is not None and now - newest <= stale
-            audio_age = None if window is None else now - window.end_ns
         text = self.text() if callable(self.text) else self.text
-        if not use_frame and use_audio:
-            anchor = window.end_ns
-        inputs = self.predictor.prepare(
-            image=frame.image if use_frame else None,
-            color_order="bgr",
-            audio=window.samples if use_audio else None,
-            sample_rate=spec.audio.sample_rate if use_audio else None,
-            text=text or None,
-        )
-        t1 = time.monotonic_ns()
-        batch = self.predictor.stack([inputs])
-        scores, _ = self.predictor.run(batch)
+        if self.streaming is None:
+            turn = self._turn_single(frame if use_frame else None, anchor, text or None)
+        else:
+            turn = self._turn_streaming(frame if use_frame else None, anchor, text or None)
         t2 = time.monotonic_ns()
-        row = scores[0]
+        spec = self.predictor.spec
+        row = turn.scores
         if self.options.smoothing and self._smoothed is not None:
             row = self.options.smoothing * self._smoothed + (1 - self.options.smoothing) * row
         self._smoothed = row
@@ -235,21 +232,101 @@ class LiveRunner:
         label = None if spec.task == "regression" else spec.labels[int(np.argmax(row))]
         self.results += 1
         return LiveResult(
-            t=anchor / NS,
+            t=turn.anchor / NS,
             label=label,
             scores=by_label,
-            present={m: bool(p) for m, p in zip(spec.modalities, batch["present"][0], strict=True)},
+            present=turn.present,
             input_age_ms={
                 "image": None if image_age is None else image_age / 1e6,
-                "audio": None if audio_age is None else audio_age / 1e6,
+                "audio": None if turn.audio_age is None else turn.audio_age / 1e6,
             },
             latency_ms={
-                "capture_to_result": (t2 - anchor) / 1e6,
-                "preprocess": (t1 - t0) / 1e6,
-                "inference": (t2 - t1) / 1e6,
+                "capture_to_result": (t2 - turn.anchor) / 1e6,
+                "preprocess": (t2 - t0 - turn.inference_ns) / 1e6,
+                "inference": turn.inference_ns / 1e6,
                 "total": (t2 - t0) / 1e6,
             },
             dropped_frames=self.camera.stats.dropped if self.camera else 0,
             overflows=self.audio.stats.overflows if self.audio else 0,
             frame=frame.image if use_frame else None,
         )
+
+    def _live_audio(self, anchor: int) -> tuple[AudioWindow | None, bool, int | None]:
+        """The model's audio window ending at anchor, whether the microphone is live, and
+        the window's age. The clock is read after the ring, so no block can land in
+        between and make an age negative."""
+        spec = self.predictor.spec
+        newest = self.audio.ring.end_ns
+        window = self.audio.window(spec.audio.num_samples, spec.audio.sample_rate, anchor)
+        now = time.monotonic_ns()
+        # Live means the microphone delivered recently; the age is that of the window.
+        live = window is not None and newest is not None and now - newest <= self._stale_ns
+        return window, live, None if window is None else now - window.end_ns
+
+    def _turn_single(self, frame, anchor: int, text: str | None) -> _Turn:
+        spec = self.predictor.spec
+        window, use_audio, audio_age = None, False, None
+        if self.audio is not None:
+            window, use_audio, audio_age = self._live_audio(anchor)
+        if frame is None and use_audio:
+            anchor = window.end_ns
+        inputs = self.predictor.prepare(
+            image=frame.image if frame is not None else None,
+            color_order="bgr",
+            audio=window.samples if use_audio else None,
+            sample_rate=spec.audio.sample_rate if use_audio else None,
+            text=text,
+        )
+        batch = self.predictor.stack([inputs])
+        t1 = time.monotonic_ns()
+        scores, _ = self.predictor.run(batch)
+        present = {m: bool(p) for m, p in zip(spec.modalities, batch["present"][0], strict=True)}
+        return _Turn(scores[0], present, anchor, audio_age, time.monotonic_ns() - t1)
+
+    def _turn_streaming(self, frame, anchor: int, text: str | None) -> _Turn:
+        streaming, predictor = self.streaming, self.predictor
+        spent = sum(streaming.stats.inference_ns.values())
+        present = dict.fromkeys(predictor.spec.modalities, False)
+        if frame is not None:
+            streaming.update_image(
+                frame.t_ns,
+                lambda: predictor.prepare(image=frame.image, color_order="bgr")["image"],
+            )
+            present["image"] = True
+        audio_age = None
+        if self.audio is not None:
+            newest = self.audio.ring.end_ns
+            cached_end = streaming.audio_end_ns()
+            if newest is not None and streaming.audio_due(min(anchor, newest)):
+                window, live, audio_age = self._live_audio(anchor)
+                if window is not None:
+                    streaming.update_audio(
+                        window.end_ns,
+                        lambda: predictor.prepare(
+                            audio=window.samples, sample_rate=window.sample_rate
+                        )["audio"],
+                    )
+                present["audio"] = live
+            elif cached_end is not None:
+                now = time.monotonic_ns()
+                audio_age = now - cached_end
+                present["audio"] = newest is not None and now - newest <= self._stale_ns
+            if frame is None and present["audio"]:
+                anchor = streaming.audio_end_ns()
+        if text is not None:
+            streaming.update_text(text, lambda: predictor.prepare(text=text)["text"])
+            present["text"] = True
+        scores, _ = streaming.scores(present)
+        inference = sum(streaming.stats.inference_ns.values()) - spent
+        return _Turn(scores, present, anchor, audio_age, inference)
+
+
+@dataclass
+class _Turn:
+    """What one turn's model run gave, before smoothing and bookkeeping."""
+
+    scores: np.ndarray
+    present: dict[str, bool]
+    anchor: int
+    audio_age: int | None
+    inference_ns: int

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
-from fusionedge.runtime.providers import check_active, requested_providers
+from fusionedge.runtime.providers import CUDA, check_active, requested_providers
 from fusionedge.runtime.result import Result, make_results
+from fusionedge.runtime.sessions import open_session, session_options
+from fusionedge.runtime.split import SplitGraph, part_kind
 from fusionedge.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,12 @@ class PredictorOptions:
         spinning: Let idle ONNX Runtime threads spin. Off for live capture, where
             spinning threads starve the camera and microphone threads.
         top_k: How many (label, score) pairs a Result lists.
+        optimization: Graph optimisation level: "all" (default), "extended", "basic",
+            "disable".
+        cache_dir: Keep the optimised graph here and load it next time (faster loads; the
+            cache is keyed by model, ONNX Runtime version, CPU and providers).
+        io_binding: On CUDA, bind inputs and outputs to device buffers instead of letting
+            each run copy them ("auto": on when CUDA is active).
     """
 
     providers: str | Sequence[str] = "auto"
@@ -54,41 +62,53 @@ class PredictorOptions:
     strict: bool = False
     spinning: bool = True
     top_k: int = 5
+    optimization: str = "all"
+    cache_dir: str | Path | None = None
+    io_binding: bool | str = "auto"
 
 
 class Predictor:
     """Runs a fusionedge model file on images, audio and text, any subset of them."""
 
     def __init__(self, path: str | Path, options: PredictorOptions | None = None) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         self.options = options or PredictorOptions()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"no model file at {self.path}")
-        session_options = ort.SessionOptions()
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.options.threads:
-            session_options.intra_op_num_threads = self.options.threads
-        if not self.options.spinning:
-            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not self.path.exists():
+            raise FileNotFoundError(f"no model file or split model folder at {self.path}")
         requested = requested_providers(self.options.providers)
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), session_options, providers=requested
-            )
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load it as a model: {e}") from e
-        self.spec: ModelSpec = spec_from_metadata(
-            self.session.get_modelmeta().custom_metadata_map, self.path
-        )
+        self.split: SplitGraph | None = None
+        if self.path.is_dir():
+            self.split = SplitGraph(self.path, lambda part: self._open(part, requested))
+            self.session = self.split.fusion
+            self.spec: ModelSpec = self.split.spec
+        else:
+            self.session = self._open(self.path, requested)
+            metadata = self.session.get_modelmeta().custom_metadata_map
+            self.spec = spec_from_metadata(metadata, self.path)
+            if part_kind(metadata) is not None:
+                raise ModelFileError(
+                    f"{self.path}: this is the {part_kind(metadata)!r} part of a split "
+                    f"model; open its folder ({self.path.parent}) instead"
+                )
         self.providers: list[str] = self.session.get_providers()
         # "auto" asks for CUDA only because the build offers it: not getting it is reported,
         # never an error; strict is for providers the caller named.
         strict = self.options.strict and self.options.providers != "auto"
         self.missing_providers = check_active(requested, self.providers, strict)
+        binding = self.options.io_binding
+        self.io_binding = CUDA in self.providers if binding == "auto" else bool(binding)
         self._tokenizer = None
         log.info("loaded %s on %s", self.path, self.providers)
+
+    def _open(self, path: Path, requested: list[str]) -> Any:
+        options = self.options
+        return open_session(
+            path,
+            session_options(options.threads, options.spinning, options.optimization),
+            requested,
+            Path(options.cache_dir) if options.cache_dir is not None else None,
+            options.optimization,
+        )
 
     @classmethod
     def from_path(
@@ -189,8 +209,36 @@ class Predictor:
             ValueError: an input is missing, extra, or of the wrong dtype or shape.
         """
         self._check_arrays(inputs)
+        return self._run(inputs)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if self.split is not None:
+            return self.split.run(inputs)
+        if self.io_binding:
+            return run_bound(self.session, inputs)
         scores, embedding = self.session.run(["scores", "embedding"], inputs)
         return scores, embedding
+
+    def encode(self, modality: str, array: np.ndarray) -> np.ndarray:
+        """A split model's encoder: one modality's prepared input [N, ...] -> [N, D].
+
+        Raises:
+            ValueError: the model is a single file (it has no separate encoders).
+        """
+        if self.split is None:
+            raise ValueError(
+                f"{self.path} is a single-file model; encode() needs a split model "
+                "(`fusionedge export --split`)"
+            )
+        return self.split.encode(modality, array)
+
+    def fuse(
+        self, embeddings: dict[str, np.ndarray | None], present: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A split model's fusion and head: embeddings by modality -> (scores, embedding)."""
+        if self.split is None:
+            raise ValueError(f"{self.path} is a single-file model; fuse() needs a split model")
+        return self.split.fuse(embeddings, present)
 
     def _check_arrays(self, inputs: dict[str, np.ndarray]) -> None:
         if self.session is None:
@@ -306,7 +354,7 @@ class Predictor:
             raise RuntimeError(f"the Predictor for {self.path} is closed")
         batch = self.stack(samples)
         t1 = time.perf_counter()
-        scores, embedding = self.session.run(["scores", "embedding"], batch)
+        scores, embedding = self._run(batch)
         t2 = time.perf_counter()
         latency = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
         results = make_results(
@@ -320,11 +368,25 @@ class Predictor:
     # ------------------------------------------------------------------ lifetime
 
     def close(self) -> None:
-        """Releases the ONNX Runtime session."""
+        """Releases the ONNX Runtime session(s)."""
         self.session = None  # type: ignore[assignment]
+        self.split = None
 
     def __enter__(self) -> Predictor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_bound(session: Any, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """session.run through IO binding: inputs copied to the device once, outputs bound to
+    host memory, so ONNX Runtime does no per-run allocation or staging of its own."""
+    binding = session.io_binding()
+    for name, value in inputs.items():
+        binding.bind_cpu_input(name, np.ascontiguousarray(value))
+    for name in ("scores", "embedding"):
+        binding.bind_output(name, "cpu")
+    session.run_with_iobinding(binding)
+    scores, embedding = binding.copy_outputs_to_cpu()
+    return scores, embedding

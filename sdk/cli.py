@@ -95,16 +95,43 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from fusionedge.export.precision import PrecisionRefused, describe_copy
     from fusionedge.export.run import export_run, report_path
 
-    report = export_run(args.run, args.out, args.data, args.opset)
+    refused = None
+    try:
+        report = export_run(
+            args.run,
+            args.out,
+            args.data,
+            args.opset,
+            int8=args.int8,
+            fp16=args.fp16,
+            force=args.force,
+            split=args.split,
+        )
+    except PrecisionRefused as e:
+        report, refused = e.report, e
     parity = report["parity"]
     print(
         f"wrote {args.out} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}, "
         f"{report['nodes']} nodes); parity: max |score difference| "
         f"{parity['max_abs_diff_scores']:.2e} over {parity['cases']} cases"
     )
+    for precision in ("int8", "fp16"):
+        if precision in report:
+            print(describe_copy(precision, report[precision]))
+    if "split" in report:
+        split = report["split"]
+        print(
+            f"wrote {split['folder']}/ ({', '.join(f'{p}.onnx' for p in split['parts'])}); "
+            f"parity: max |score difference| {split['parity']['max_abs_diff_scores']:.2e} "
+            f"over {split['parity']['cases']} cases"
+        )
     print(f"report: {report_path(Path(args.out))}")
+    if refused is not None:
+        print(f"fusionedge export: error: {refused}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -149,6 +176,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  preprocessing: {json.dumps(info['preprocessing'])}")
     print(f"  validation metrics at training: {json.dumps(info['metrics'])}")
     print(f"  providers available: {', '.join(info['providers_available'])}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fusionedge.bench import bench, format_bench
+    from fusionedge.runtime.bench import BenchOptions, parse_batches
+
+    options = BenchOptions(
+        batches=parse_batches(args.batch),
+        repeats=args.repeats,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        threads=args.threads,
+        providers=args.providers,
+        spinning=not args.no_spinning,
+        data=Path(args.data) if args.data else None,
+        split=args.split,
+        seed=args.seed,
+    )
+    report = bench(args.model, options, args.vs_torch)
+    print(json.dumps(report) if args.json else format_bench(report))
     return 0
 
 
@@ -276,6 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the one the run was trained on)",
     )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write NAME.int8.onnx: static int8, calibrated on the training split",
+    )
+    p.add_argument("--fp16", action="store_true", help="also write NAME.fp16.onnx (for CUDA)")
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="also write NAME.split/: one file per modality encoder and one for fusion + "
+        "head, for live loops that encode each modality only when it has new data",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="keep an int8/fp16 copy that loses more than 1 point of accuracy",
+    )
     p.set_defaults(run_command=cmd_export)
 
     p = sub.add_parser("predict", help="predict one sample with an ONNX model (no torch)")
@@ -291,6 +356,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .onnx file written by fusionedge export")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=cmd_info)
+
+    p = sub.add_parser("bench", help="latency per stage and throughput, optionally vs PyTorch")
+    p.add_argument("model", help="a .onnx file written by fusionedge export")
+    p.add_argument(
+        "--vs-torch",
+        metavar="RUN",
+        help="run folder (or checkpoint) of the same weights, timed in PyTorch eager "
+        "alternately with the runtime",
+    )
+    p.add_argument("--batch", default="1,8,32", help="batch sizes (default 1,8,32)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads of both (default: their own)"
+    )
+    p.add_argument(
+        "--repeats", type=int, help="timed calls per batch size (default: fit --seconds)"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=3.0, help="time budget without --repeats (default 3)"
+    )
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls per batch size")
+    p.add_argument("--data", help="data set folder: real samples instead of synthetic ones")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
+    p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--no-spinning", action="store_true", help="idle ONNX Runtime threads sleep")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run_command=cmd_bench)
 
     p = sub.add_parser("run", help="live inference on a camera, a microphone and text")
     p.add_argument("model", help="a .onnx file written by fusionedge export")

@@ -47,6 +47,18 @@ def live_model(live_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture(scope="session")
+def live_split_model(live_model: Path) -> Path:
+    """The same trained weights as live_model, exported as split parts (model.split/)."""
+    from fusionedge.export.split import export_split
+    from fusionedge.runtime.split import split_folder
+    from fusionedge.training.checkpoint import load_model
+
+    folder = split_folder(live_model)
+    export_split(load_model(live_model.parent / "run" / "best.safetensors"), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def live_clip(live_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Clip:
     """6 test samples, 1 s each, 30 fps MJPG video and 16 kHz audio (the model takes 8 kHz)."""
     out = tmp_path_factory.mktemp("live_clip") / "clip"

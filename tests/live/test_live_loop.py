@@ -250,10 +250,12 @@ def test_text_callable_and_empty_text(predictor: Predictor) -> None:
         {"smoothing": -0.1},
         {"smoothing": 1.0},
         {"smoothing": 1.5},
+        {"audio_hop_ms": 0},
+        {"audio_hop_ms": float("nan")},
     ],
 )
 def test_live_options_reject_bad_values(kwargs: dict) -> None:
-    with pytest.raises(ValueError, match="stale_ms, rate_hz, idle_hz and startup_s"):
+    with pytest.raises(ValueError, match="stale_ms, rate_hz, idle_hz, startup_s and audio_hop"):
         LiveOptions(**kwargs)
 
 

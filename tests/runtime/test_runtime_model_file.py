@@ -131,8 +131,9 @@ def test_a_missing_path_raises_file_not_found(tmp_path: Path) -> None:
         Predictor.from_path(missing)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         model_info(missing)
-    with pytest.raises(FileNotFoundError):
-        Predictor.from_path(tmp_path)  # a folder is not a model file
+    # A folder is a model only when it holds a split model's parts.
+    with pytest.raises(ModelFileError, match="not a split fusionedge model"):
+        Predictor.from_path(tmp_path)
 
 
 def test_cli_reports_a_bad_model_file_in_one_line(tmp_path: Path, capsys) -> None:

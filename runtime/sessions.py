@@ -1,0 +1,107 @@
+"""ONNX Runtime sessions as the Predictor opens them: options, providers, clear load errors.
+
+Every choice here was measured on the default demo model (benchmarks/session_options.py,
+figures in benchmarks/RESULTS.md):
+- graph optimisation ORT_ENABLE_ALL: the layout transforms and Conv fusions it adds beat
+  the lower levels at batch 1 and above;
+- intra-op threads: ONNX Runtime's default (one per core) for offline use; the live loop
+  asks for 1, since a small model at batch 1 gains little from a second thread and the
+  capture threads need the core;
+- spinning: idle intra-op threads spin-wait for work by default, which takes a core from
+  the camera and microphone threads; live use turns it off;
+- a cached optimised model: ORT_ENABLE_ALL rewrites the graph at every load; saving the
+  result once and loading that file skips the rewrite. The fused kernels in it are
+  specific to this ONNX Runtime version and CPU, so the cache key names both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from fusionedge.runtime.model_file import ModelFileError
+
+log = logging.getLogger(__name__)
+
+
+def session_options(threads: int = 0, spinning: bool = True, optimization: str = "all") -> Any:
+    """ort.SessionOptions for a fusionedge model.
+
+    Args:
+        threads: Intra-op threads; 0 leaves ONNX Runtime's default (one per core).
+        spinning: Let idle intra-op threads spin-wait for work.
+        optimization: "disable", "basic", "extended" or "all" (graph optimisation level).
+    """
+    import onnxruntime as ort
+
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if optimization not in levels:
+        raise ValueError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[optimization]
+    if threads:
+        options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def cached_model_path(path: Path, cache_dir: Path, providers: list[str], optimization: str) -> Path:
+    """Where the optimised form of `path` is kept for this ONNX Runtime, CPU and providers."""
+    import onnxruntime as ort
+
+    digest = hashlib.sha256()
+    digest.update(path.read_bytes())
+    key = [ort.__version__, platform.machine(), platform.processor(), optimization, *providers]
+    digest.update("\0".join(key).encode())
+    return cache_dir / f"{path.stem}.{digest.hexdigest()[:16]}.ort.onnx"
+
+
+def open_session(
+    path: Path,
+    options: Any,
+    providers: list[str],
+    cache_dir: Path | None = None,
+    optimization: str = "all",
+) -> Any:
+    """An InferenceSession on path; with cache_dir, the optimised graph is saved once and
+    later sessions load it instead of optimising again.
+
+    Raises:
+        FileNotFoundError: no file at path.
+        ModelFileError: ONNX Runtime cannot load the file as a model.
+    """
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    source = path
+    if cache_dir is not None:
+        cached = cached_model_path(path, Path(cache_dir), providers, optimization)
+        if cached.is_file():
+            source = cached
+            # Already optimised: optimising again would only cost load time.
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        else:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            # ONNX Runtime writes the file while it builds the session; a temporary name
+            # and a rename keep a half-written cache from ever being loaded.
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            options.optimized_model_filepath = str(tmp)
+    try:
+        session = ort.InferenceSession(str(source), options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelFileError(f"{path}: ONNX Runtime cannot load it as a model: {e}") from e
+    if cache_dir is not None and source == path and tmp.is_file():
+        os.replace(tmp, cached)
+        log.info("cached the optimised graph of %s at %s", path, cached)
+    return session

@@ -1,0 +1,107 @@
+"""Embeddings cached between turns of a live loop, for split models.
+
+A single-file model recomputes every encoder on every turn: at 30 camera frames per
+second the audio encoder runs 30 times a second on windows that moved by 33 ms, and the
+text encoder on the same text. With a split model (runtime/split.py) each encoder runs only
+when its modality has new data: the image encoder per new frame, the audio encoder when the
+audio has moved on by a hop (10 Hz by default), the text encoder when the text changes.
+Every turn then runs only the small fusion part on the cached embeddings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fusionedge.runtime.predictor import Predictor
+
+NS = 1_000_000_000
+
+
+@dataclass
+class EncoderStats:
+    """How often each encoder ran and how long the model's parts took, in nanoseconds."""
+
+    runs: dict[str, int] = field(default_factory=dict)
+    reuses: dict[str, int] = field(default_factory=dict)
+    inference_ns: dict[str, int] = field(default_factory=dict)
+
+    def add(self, part: str, ns: int) -> None:
+        self.runs[part] = self.runs.get(part, 0) + 1
+        self.inference_ns[part] = self.inference_ns.get(part, 0) + ns
+
+
+@dataclass
+class _Cached:
+    key: object
+    embedding: np.ndarray
+
+
+class StreamingEncoder:
+    """Per-modality embeddings of the newest inputs, recomputed only when they change.
+
+    Args:
+        predictor: A Predictor on a split model.
+        audio_hop_s: Re-encode audio once its window end has moved by this much.
+
+    Call update_image / update_audio / update_text with each turn's inputs (they encode
+    only when needed), then scores(present).
+    """
+
+    def __init__(self, predictor: Predictor, audio_hop_s: float = 0.1) -> None:
+        if predictor.split is None:
+            raise ValueError(
+                f"{predictor.path} is a single-file model; streaming with cached "
+                "embeddings needs a split model (`fusionedge export --split`)"
+            )
+        if not audio_hop_s > 0:
+            raise ValueError(f"audio_hop_s must be positive, got {audio_hop_s}")
+        self.predictor = predictor
+        self.hop_ns = round(audio_hop_s * NS)
+        self.stats = EncoderStats()
+        self._cache: dict[str, _Cached] = {}
+
+    def _encode(self, modality: str, key: object, make_input: Callable[[], np.ndarray]) -> None:
+        cached = self._cache.get(modality)
+        if cached is not None and cached.key == key:
+            self.stats.reuses[modality] = self.stats.reuses.get(modality, 0) + 1
+            return
+        x = make_input()[None]
+        t0 = time.perf_counter_ns()
+        embedding = self.predictor.encode(modality, x)
+        self.stats.add(modality, time.perf_counter_ns() - t0)
+        self._cache[modality] = _Cached(key, embedding)
+
+    def update_image(self, frame_key: object, make_input: Callable[[], np.ndarray]) -> None:
+        """frame_key identifies the frame (its capture time); make_input prepares it."""
+        self._encode("image", frame_key, make_input)
+
+    def audio_due(self, end_ns: int) -> bool:
+        """Whether audio ending at end_ns is a hop past the window encoded last."""
+        cached = self._cache.get("audio")
+        return cached is None or abs(end_ns - cached.key) >= self.hop_ns  # type: ignore[operator]
+
+    def audio_end_ns(self) -> int | None:
+        """End time of the audio window whose embedding is cached."""
+        cached = self._cache.get("audio")
+        return None if cached is None else cached.key  # type: ignore[return-value]
+
+    def update_audio(self, end_ns: int, make_input: Callable[[], np.ndarray]) -> None:
+        """Encodes the window ending at end_ns (call when audio_due says so)."""
+        self._encode("audio", end_ns, make_input)
+
+    def update_text(self, text: str, make_input: Callable[[], np.ndarray]) -> None:
+        self._encode("text", text, make_input)
+
+    def scores(self, present: dict[str, bool]) -> tuple[np.ndarray, np.ndarray]:
+        """Fusion and head on the cached embeddings of the present modalities: [C], [D]."""
+        spec = self.predictor.spec
+        mask = np.array([[present.get(m, False) and m in self._cache for m in spec.modalities]])
+        embeddings = {m: c.embedding for m, c in self._cache.items() if present.get(m)}
+        t0 = time.perf_counter_ns()
+        scores, embedding = self.predictor.fuse(embeddings, mask)
+        self.stats.add("fusion", time.perf_counter_ns() - t0)
+        return scores[0], embedding[0]

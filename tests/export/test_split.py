@@ -1,0 +1,140 @@
+"""Split export: per-modality encoder files and a fusion file that compose to the single file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import build_model
+
+from fusionedge.export.onnx_export import SPEC_KEY, example_inputs, export_onnx
+from fusionedge.export.parity import check_parity
+from fusionedge.export.split import export_split
+from fusionedge.runtime import ModelFileError, Predictor
+from fusionedge.runtime.split import PART_KEY, embedding_input
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny attention-fusion model as one file and as split parts."""
+    root = tmp_path_factory.mktemp("split")
+    model = build_model(fusion="attention")
+    export_onnx(model, root / "model.onnx")
+    facts = export_split(model, root / "model.split")
+    return model, root, facts
+
+
+def test_the_folder_holds_one_encoder_per_modality_and_the_fusion(exported) -> None:
+    model, root, facts = exported
+    folder = root / "model.split"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "audio.onnx",
+        "fusion.onnx",
+        "image.onnx",
+        "text.onnx",
+    ]
+    assert set(facts) == {"image", "audio", "text", "fusion"}
+    for part in facts:
+        proto = onnx.load(str(folder / f"{part}.onnx"))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert meta[PART_KEY] == part
+        assert json.loads(meta[SPEC_KEY]) == json.loads(model.spec.to_json())
+    encoder = onnx.load(str(folder / "audio.onnx"))
+    assert [i.name for i in encoder.graph.input] == ["audio"]
+    assert [o.name for o in encoder.graph.output] == ["embedding"]
+    fusion = onnx.load(str(folder / "fusion.onnx"))
+    assert [i.name for i in fusion.graph.input] == [
+        *(embedding_input(m) for m in model.spec.modalities),
+        "present",
+    ]
+    assert [o.name for o in fusion.graph.output] == ["scores", "embedding"]
+
+
+def test_split_parts_match_pytorch_on_every_subset(exported) -> None:
+    model, root, _ = exported
+    report = check_parity(model, root / "model.split", None)
+    assert report["cases"] == 24 and report["failed"] == 0
+    assert report["max_abs_diff_scores"] <= 1e-4
+
+
+def test_split_and_single_file_give_the_same_scores(exported) -> None:
+    _, root, _ = exported
+    single = Predictor.from_path(root / "model.onnx", providers="cpu")
+    split = Predictor.from_path(root / "model.split", providers="cpu")
+    assert split.split is not None and single.split is None
+    assert split.spec == single.spec
+    for present in ([True, True, True], [True, False, True], [False, False, False]):
+        inputs = example_inputs(single.spec, 5, seed=3)
+        inputs["present"][:] = present
+        a, ea = single.run(inputs)
+        b, eb = split.run(inputs)
+        assert np.abs(a - b).max() <= 1e-5
+        assert np.abs(ea - eb).max() <= 1e-5
+    # The high-level API works on the folder too.
+    frame = np.full((30, 40, 3), (40, 40, 220), np.uint8)
+    r1 = single.predict(image=frame, text="red")
+    r2 = split.predict(image=frame, text="red")
+    assert r1.label == r2.label
+    assert r1.scores == pytest.approx(r2.scores, abs=1e-5)
+
+
+def test_encode_and_fuse_compose_to_run(exported) -> None:
+    _, root, _ = exported
+    split = Predictor.from_path(root / "model.split", providers="cpu")
+    inputs = example_inputs(split.spec, 2, seed=1)
+    embeddings = {
+        "image": split.encode("image", inputs["image"]),
+        "audio": split.encode("audio", inputs["audio"]),
+        "text": split.encode("text", inputs["tokens"]),
+    }
+    assert embeddings["image"].shape == (2, split.spec.embed_dim)
+    scores, _ = split.fuse(embeddings, inputs["present"])
+    assert np.abs(scores - split.run(inputs)[0]).max() == 0
+    # An absent modality's embedding does not matter: the placeholder replaces it.
+    mask = inputs["present"].copy()
+    mask[:, 1] = False
+    with_audio, _ = split.fuse(embeddings, mask)
+    without_audio, _ = split.fuse({**embeddings, "audio": None}, mask)
+    assert np.array_equal(with_audio, without_audio)
+
+
+def test_a_single_file_has_no_encode_or_fuse(exported) -> None:
+    _, root, _ = exported
+    single = Predictor.from_path(root / "model.onnx", providers="cpu")
+    with pytest.raises(ValueError, match=r"single-file model.*--split"):
+        single.encode("image", np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="single-file model"):
+        single.fuse({}, np.ones((1, 3), bool))
+
+
+def test_a_part_file_alone_is_refused_with_the_folder_named(exported) -> None:
+    _, root, _ = exported
+    with pytest.raises(ModelFileError, match="'image' part of a split model; open its folder"):
+        Predictor.from_path(root / "model.split" / "image.onnx")
+
+
+def test_parts_from_different_exports_are_refused(exported, tmp_path: Path) -> None:
+    _, root, _ = exported
+    other = build_model(seed=1, fusion="attention", embed_dim=8)
+    export_split(other, tmp_path / "other.split")
+    mixed = tmp_path / "mixed.split"
+    shutil.copytree(root / "model.split", mixed)
+    shutil.copy(tmp_path / "other.split" / "audio.onnx", mixed / "audio.onnx")
+    with pytest.raises(ModelFileError, match=r"audio\.onnx: its spec differs"):
+        Predictor.from_path(mixed)
+
+
+def test_a_folder_missing_a_part_is_refused(exported, tmp_path: Path) -> None:
+    _, root, _ = exported
+    broken = tmp_path / "broken.split"
+    shutil.copytree(root / "model.split", broken)
+    (broken / "text.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match=r"text\.onnx"):
+        Predictor.from_path(broken)
+    (broken / "fusion.onnx").unlink()
+    with pytest.raises(ModelFileError, match="not a split fusionedge model"):
+        Predictor.from_path(broken)
