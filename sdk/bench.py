@@ -123,8 +123,6 @@ def bench_vs_torch(
             predictor.path,
             diff,
         )
-    if device.type == "cpu":
-        warn_if_spinning(predictor, options)
     with torch_threads(options.threads) as threads:
         report = run_bench(
             predictor, inputs, options, baseline=("torch", torch_call(model, device))
@@ -134,19 +132,6 @@ def bench_vs_torch(
     report["torch_device"] = str(device)
     report["torch_max_abs_diff_scores"] = diff
     return report
-
-
-def warn_if_spinning(predictor: Predictor, options: BenchOptions) -> None:
-    """Interleaved on CPU, spinning ONNX Runtime threads slow the PyTorch calls: seen here,
-    PyTorch batch 1 went from ~30 ms to ~390 ms on a loaded 2-core machine."""
-    from fusionedge.runtime.bench import thread_info
-
-    if predictor.options.spinning and thread_info(predictor, options.threads)["intra_op"] > 1:
-        log.warning(
-            "ONNX Runtime's idle threads spin after each run and slow the PyTorch call that "
-            "follows (and PyTorch's threads slow the runtime); for a fair ratio use "
-            "--threads 1 or --no-spinning"
-        )
 
 
 def format_bench(report: dict[str, Any]) -> str:
@@ -169,7 +154,7 @@ def format_bench(report: dict[str, Any]) -> str:
         lines.append(
             f"batch {report['batch']}: PyTorch eager / runtime latency "
             f"{report['speedup_p50']:.1f}x at p50, {report['speedup_p95']:.1f}x at p95 "
-            "(model compute on the same inputs, interleaved call by call; max |score "
+            "(model compute on the same inputs, interleaved in blocks; max |score "
             f"difference| {report['torch_max_abs_diff_scores']:.1e})"
         )
     return "\n".join(lines)
@@ -189,6 +174,8 @@ def batch_rows(batch: str, figures: dict[str, Any]) -> list[str]:
     }
     rows = [row(stage, s, rates.get(stage)) for stage, s in stages.items()]
     if "torch" in figures:
+        model = figures["runtime_model"]
+        rows.append(row("runtime model", model, model["samples_per_s"]))
         rows.append(row("torch eager", figures["torch"], figures["torch"]["samples_per_s"]))
         rows.append(
             f"{'speedup':<13}{figures['speedup_p50']:>8.1f}x{figures['speedup_p95']:>8.1f}x"

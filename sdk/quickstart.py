@@ -24,7 +24,7 @@ def compare_latency(
 ) -> dict[str, Any]:
     """Batch-1 milliseconds per sample of PyTorch eager and ONNX Runtime, same weights.
 
-    Model compute only (inputs already decoded). The two alternate sample by sample (the
+    Model compute only (inputs already decoded). The two alternate in blocks of calls (the
     interleaving of `fusionedge bench`), so drift in clock speed or background load hits
     both alike: the ratio is the figure to read, the absolute times are context.
     """

@@ -57,7 +57,7 @@ def test_bench_vs_torch_json(trained: Path, capsys: pytest.CaptureFixture[str]) 
             int(batch) * 1e3 / figures["torch"]["mean_ms"]
         )
         assert figures["speedup_p50"] == pytest.approx(
-            figures["torch"]["p50_ms"] / figures["stages"]["inference"]["p50_ms"]
+            figures["torch"]["p50_ms"] / figures["runtime_model"]["p50_ms"]
         )
         assert figures["throughput"]["inference_samples_per_s"] > 0
     assert report["batches"]["1"]["torch"] == report["torch"]
