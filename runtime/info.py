@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
+from fusionedge.runtime.split import FUSION_PART, is_split_folder
 
 
 def model_info(path: str | Path) -> dict[str, Any]:
@@ -18,6 +19,14 @@ def model_info(path: str | Path) -> dict[str, Any]:
     import onnxruntime as ort
 
     path = Path(path)
+    if is_split_folder(path):
+        # A split model: its fusion file carries the same spec; the parts are listed.
+        parts = {p.stem: p.stat().st_size for p in sorted(path.glob("*.onnx"))}
+        return model_info(path / f"{FUSION_PART}.onnx") | {
+            "path": str(path),
+            "bytes": sum(parts.values()),
+            "split_parts": parts,
+        }
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     try:

@@ -138,3 +138,14 @@ def test_a_folder_missing_a_part_is_refused(exported, tmp_path: Path) -> None:
     (broken / "fusion.onnx").unlink()
     with pytest.raises(ModelFileError, match="not a split fusionedge model"):
         Predictor.from_path(broken)
+
+
+def test_info_describes_a_split_folder(exported, capsys) -> None:
+    from fusionedge.cli import main
+
+    _, root, _ = exported
+    assert main(["info", str(root / "model.split"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info["split_parts"]) == {"image", "audio", "text", "fusion"}
+    assert info["bytes"] == sum(info["split_parts"].values())
+    assert "image_embedding" in info["inputs"] and "scores" in info["outputs"]
