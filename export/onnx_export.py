@@ -120,9 +120,12 @@ def export_module(
     metadata: dict[str, str],
     doc: str,
     opset: int = DEFAULT_OPSET,
+    dynamic: dict[str, dict[int, Any]] | None = None,
 ) -> dict[str, Any]:
     """Exports module(**inputs) with a dynamic batch dimension, names its outputs, stores
     the metadata, checks the graph and writes it to path; returns facts for a report.
+
+    dynamic adds other dynamic dimensions: input name -> {axis: torch.export.Dim}.
 
     Raises:
         onnx.checker.ValidationError: the exported graph is not valid ONNX.
@@ -141,7 +144,7 @@ def export_module(
             dynamo=True,
             opset_version=opset,
             verbose=False,
-            dynamic_shapes={name: {0: batch} for name in inputs},
+            dynamic_shapes={name: {0: batch, **(dynamic or {}).get(name, {})} for name in inputs},
         )
     proto = program.model_proto
     name_outputs(proto, output_names)

@@ -1,4 +1,5 @@
-"""`fusionedge export --split`: one ONNX file per modality encoder and one for fusion + head.
+"""`fusionedge export --split`: one ONNX file per modality encoder and one for fusion + head
+(and, for log-mel audio encoders, one for the front end).
 
 The parts are cut from the same FusedModel the single file comes from, so composed on the
 same inputs they compute the same scores (checked against PyTorch like the single file,
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from fusionedge.export.onnx_export import DEFAULT_OPSET, SPEC_KEY, example_inputs, export_module
-from fusionedge.runtime.split import FUSION_PART, PART_KEY, embedding_input
+from fusionedge.runtime.split import FRONTEND_PART, FUSION_PART, PART_KEY, embedding_input
 from fusionedge.training.model import INPUT_NAMES, FusedModel
 
 
@@ -42,6 +43,36 @@ class EncoderPart(nn.Module):
         return self.encoder(x).float()
 
 
+class FrontendPart(nn.Module):
+    """An audio encoder's log-mel alone: PCM [N, S] (any S >= n_fft) -> [N, 1, n_mels, F]."""
+
+    def __init__(self, model: FusedModel) -> None:
+        super().__init__()
+        self.logmel = model.encoders["audio"].logmel
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.logmel(audio)
+
+
+class AudioBodyPart(nn.Module):
+    """An audio encoder after its log-mel: [N, 1, n_mels, F] -> embedding [N, D]."""
+
+    def __init__(self, model: FusedModel) -> None:
+        super().__init__()
+        encoder = model.encoders["audio"]
+        self.norm, self.body = encoder.norm, encoder.body
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        return self.body(self.norm(logmel)).float()
+
+
+def has_frontend(model: FusedModel) -> bool:
+    """Whether the audio encoder is a log-mel front end and a body (MelEncoder): then the
+    front end gets its own file, so a live loop can compute the log-mel of new audio only."""
+    encoder = model.encoders["audio"] if "audio" in model.spec.modalities else None
+    return all(hasattr(encoder, name) for name in ("logmel", "norm", "body"))
+
+
 class FusionPart(nn.Module):
     """Placeholders, fusion and head: embeddings by modality + present -> (scores, embedding)."""
 
@@ -60,6 +91,40 @@ class FusionPart(nn.Module):
         encoded = torch.stack([given[m] for m in self.model.spec.modalities], dim=1)
         embedding = self.model.fuse(encoded, present)
         return self.model.head.scores(self.model.head(embedding)), embedding.float()
+
+
+def export_audio_parts(
+    model: FusedModel, audio: torch.Tensor, folder: Path, spec_json: str, opset: int
+) -> dict[str, dict[str, Any]]:
+    """audio_frontend.onnx (PCM of any length -> log-mel) and audio.onnx (log-mel ->
+    embedding). The front end's sample axis is dynamic: fed the newest hop of audio (plus
+    the DFT's overlap) it gives just the new frames."""
+    n_fft = model.spec.audio.n_fft
+    samples = torch.export.Dim("samples", min=n_fft, max=1 << 24)
+    facts = {
+        FRONTEND_PART: export_module(
+            FrontendPart(model),
+            {"audio": audio},
+            folder / f"{FRONTEND_PART}.onnx",
+            ("logmel",),
+            {SPEC_KEY: spec_json, PART_KEY: FRONTEND_PART},
+            "fusionedge split model: the audio log-mel front end (audio -> logmel)",
+            opset,
+            dynamic={"audio": {1: samples}},
+        )
+    }
+    with torch.no_grad():
+        logmel = FrontendPart(model)(audio)
+    facts["audio"] = export_module(
+        AudioBodyPart(model),
+        {"logmel": logmel},
+        folder / "audio.onnx",
+        ("embedding",),
+        {SPEC_KEY: spec_json, PART_KEY: "audio"},
+        "fusionedge split model: the audio encoder after its front end (logmel -> embedding)",
+        opset,
+    )
+    return facts
 
 
 def export_split(
@@ -81,6 +146,11 @@ def export_split(
     for m in spec.modalities:
         name = INPUT_NAMES[m]
         part = EncoderPart(model, m)
+        with torch.no_grad():
+            embeddings[embedding_input(m)] = part(**{name: examples[name]})
+        if m == "audio" and has_frontend(model):
+            facts.update(export_audio_parts(model, examples["audio"], tmp, spec_json, opset))
+            continue
         facts[m] = export_module(
             part,
             {name: examples[name]},
@@ -90,8 +160,6 @@ def export_split(
             f"fusionedge split model: the {m} encoder ({name} -> embedding)",
             opset,
         )
-        with torch.no_grad():
-            embeddings[embedding_input(m)] = part(**{name: examples[name]})
     facts[FUSION_PART] = export_module(
         FusionPart(model),
         {**embeddings, "present": examples["present"]},

@@ -155,6 +155,18 @@ class LiveRunner:
             if predictor.split is not None
             else None
         )
+        # Index-cut audio windows need the ring at the model's rate and a separate front end
+        # (else each hop encodes a window cut by time, whole).
+        self._hop_samples = 0
+        if (
+            self.streaming is not None
+            and audio is not None
+            and predictor.split.frontend is not None
+            and audio.device_rate == spec.audio.sample_rate
+        ):
+            hop = spec.audio.hop_length
+            steps = round(self.options.audio_hop_ms / 1e3 * spec.audio.sample_rate / hop)
+            self._hop_samples = max(1, steps) * hop
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -294,7 +306,11 @@ class LiveRunner:
             )
             present["image"] = True
         audio_age = None
-        if self.audio is not None:
+        if self.audio is not None and self._hop_samples:
+            audio_age, present["audio"] = self._stream_audio_by_index()
+            if frame is None and present["audio"]:
+                anchor = streaming.audio_end_ns()
+        elif self.audio is not None:
             newest = self.audio.ring.end_ns
             cached_end = streaming.audio_end_ns()
             if newest is not None and streaming.audio_due(min(anchor, newest)):
@@ -319,6 +335,35 @@ class LiveRunner:
         scores, _ = streaming.scores(present)
         inference = sum(streaming.stats.inference_ns.values()) - spent
         return _Turn(scores, present, anchor, audio_age, inference)
+
+    def _stream_audio_by_index(self) -> tuple[int | None, bool]:
+        """Audio for a split model with its own log-mel front end, the microphone at the
+        model's rate: windows cut by sample index, a whole number of DFT hops apart, so
+        each hop computes the log-mel of the new audio only. The window ends at the last
+        hop boundary (up to audio_hop_ms before the newest sample), not at the frame's
+        capture time. Returns the cached window's age and whether the microphone is live.
+        """
+        streaming, ring = self.streaming, self.audio.ring
+        n = self.predictor.spec.audio.num_samples
+        newest, written = ring.end_ns, ring.written
+        if newest is None:
+            return None, False
+        last = streaming.audio_end_index()
+        if last is None or written - last >= self._hop_samples:
+            # After a gap longer than the window (a stalled microphone) start afresh at the
+            # newest sample; otherwise move on by whole hops.
+            fresh = last is None or written - last >= n
+            end = (
+                written
+                if fresh
+                else last + (written - last) // self._hop_samples * self._hop_samples
+            )
+            window = ring.window_at(n, end)
+            if window is not None:
+                streaming.update_audio_window(end, window.samples, window.end_ns)
+        now = time.monotonic_ns()
+        cached = streaming.audio_end_ns()
+        return (None if cached is None else now - cached), now - newest <= self._stale_ns
 
 
 @dataclass

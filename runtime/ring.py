@@ -68,6 +68,27 @@ class AudioRing:
             self._written += n
             self._end_ns = end_ns
 
+    def window_at(self, n: int, end_index: int) -> AudioWindow | None:
+        """The n samples ending just before absolute sample index end_index (the count of
+        samples written when the last one arrived), zero-padded where the buffer does not
+        reach back that far; None before anything was written or past the newest sample.
+
+        Windows cut by index, unlike by time, are whole samples apart, which is what lets
+        a streaming front end reuse the frames it computed for the previous window.
+        """
+        with self._lock:
+            if self._end_ns is None or end_index > self._written:
+                return None
+            written, newest = self._written, self._end_ns
+            first = end_index - n
+            out = np.zeros(n, dtype=np.float32)
+            lo = max(first, written - self.capacity, 0)
+            if lo < end_index:
+                idx = np.arange(lo, end_index) % self.capacity
+                out[lo - first :] = self._data[idx]
+        stamp = newest - (written - end_index) * 1_000_000_000 // self.sample_rate
+        return AudioWindow(out, stamp, self.sample_rate)
+
     def window(self, n: int, end_ns: int | None = None) -> AudioWindow | None:
         """The n samples ending at end_ns (or at the newest sample), zero-padded where the
         buffer does not reach back that far; None before anything was written.

@@ -6,6 +6,9 @@ fusion.onnx. Each file carries the same `fusionedge.spec` metadata as the single
 plus `fusionedge.part` naming the part. The contract between the parts:
 
 - encoder `m`: the model input of modality m (image, audio or tokens) -> `embedding` [N, D];
+- for a log-mel audio encoder, two files instead: audio_frontend.onnx (`audio` PCM [N, S],
+  any S >= n_fft -> `logmel` [N, 1, n_mels, frames]) and audio.onnx (`logmel` ->
+  `embedding`), so a live loop can compute the log-mel of new audio only;
 - fusion: `<m>_embedding` [N, D] float32 for every modality, and `present` [N, M] bool
   -> `scores` [N, C] and `embedding` [N, D], as the single file's outputs.
 
@@ -27,6 +30,7 @@ from fusionedge.spec import ModelSpec
 
 PART_KEY = "fusionedge.part"
 FUSION_PART = "fusion"
+FRONTEND_PART = "audio_frontend"
 INPUT_NAMES = {"image": "image", "audio": "audio", "text": "tokens"}
 
 
@@ -67,6 +71,10 @@ class SplitGraph:
             session = open_session(folder / f"{m}.onnx")
             self._check_part(session, m, self.spec)
             self.encoders[m] = session
+        self.frontend: Any | None = None
+        if (folder / f"{FRONTEND_PART}.onnx").is_file():
+            self.frontend = open_session(folder / f"{FRONTEND_PART}.onnx")
+            self._check_part(self.frontend, FRONTEND_PART, self.spec)
         self.embed_dim = self.spec.embed_dim
 
     def _check_part(self, session: Any, part: str, spec: ModelSpec | None) -> ModelSpec:
@@ -87,11 +95,24 @@ class SplitGraph:
 
     @property
     def sessions(self) -> list[Any]:
-        return [*self.encoders.values(), self.fusion]
+        front = [self.frontend] if self.frontend is not None else []
+        return [*front, *self.encoders.values(), self.fusion]
 
     def encode(self, modality: str, batch: np.ndarray) -> np.ndarray:
         """One modality's model input [N, ...] -> its embedding [N, D]."""
+        if modality == "audio" and self.frontend is not None:
+            return self.encode_logmel(self.logmel(batch))
         return self.encoders[modality].run(["embedding"], {INPUT_NAMES[modality]: batch})[0]
+
+    def logmel(self, audio: np.ndarray) -> np.ndarray:
+        """PCM [N, S] (S >= n_fft) -> log-mel [N, 1, n_mels, 1 + (S - n_fft) // hop]."""
+        if self.frontend is None:
+            raise ValueError(f"{self.folder}: this split model has no separate audio front end")
+        return self.frontend.run(["logmel"], {"audio": audio})[0]
+
+    def encode_logmel(self, logmel: np.ndarray) -> np.ndarray:
+        """Log-mel frames [N, 1, n_mels, frames] of a whole window -> audio embedding [N, D]."""
+        return self.encoders["audio"].run(["embedding"], {"logmel": logmel})[0]
 
     def fuse(
         self, embeddings: dict[str, np.ndarray | None], present: np.ndarray

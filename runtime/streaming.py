@@ -28,6 +28,7 @@ class EncoderStats:
     runs: dict[str, int] = field(default_factory=dict)
     reuses: dict[str, int] = field(default_factory=dict)
     inference_ns: dict[str, int] = field(default_factory=dict)
+    logmel_frames: int = 0  # log-mel frames computed by a separate audio front end
 
     def add(self, part: str, ns: int) -> None:
         self.runs[part] = self.runs.get(part, 0) + 1
@@ -63,6 +64,9 @@ class StreamingEncoder:
         self.hop_ns = round(audio_hop_s * NS)
         self.stats = EncoderStats()
         self._cache: dict[str, _Cached] = {}
+        # The log-mel frames of the last audio window and its end (absolute sample index).
+        self._mel: np.ndarray | None = None
+        self._mel_end: int | None = None
 
     def _encode(self, modality: str, key: object, make_input: Callable[[], np.ndarray]) -> None:
         cached = self._cache.get(modality)
@@ -92,6 +96,48 @@ class StreamingEncoder:
     def update_audio(self, end_ns: int, make_input: Callable[[], np.ndarray]) -> None:
         """Encodes the window ending at end_ns (call when audio_due says so)."""
         self._encode("audio", end_ns, make_input)
+
+    def update_audio_window(self, end_index: int, window: np.ndarray, end_ns: int) -> None:
+        """Encodes a model-rate window [num_samples] that ends at absolute sample end_index
+        (captured at end_ns).
+
+        With a separate log-mel front end (runtime/split.py), when the previous window
+        ended a whole number of DFT hops earlier, only the new frames' log-mel is computed
+        and the rest is reused: frame j of this window is frame j + k of the last one.
+        The frames are the same numbers either way; the front end is most of the audio
+        encoder's cost, and at a 100 ms hop 90 % of each window's frames were there before.
+        """
+        spec, split = self.predictor.spec.audio, self.predictor.split
+        if window.shape != (spec.num_samples,) or window.dtype != np.float32:
+            raise ValueError(
+                f"audio window: expected float32 [{spec.num_samples}] at the model's rate, "
+                f"got {window.dtype} {list(window.shape)}"
+            )
+        if split.frontend is None:
+            self._encode("audio", end_ns, lambda: window)
+            return
+        if self._mel_end == end_index and "audio" in self._cache:
+            self.stats.reuses["audio"] = self.stats.reuses.get("audio", 0) + 1
+            return
+        frames, hop = spec.num_frames, spec.hop_length
+        moved = None if self._mel_end is None else end_index - self._mel_end
+        t0 = time.perf_counter_ns()
+        if moved is not None and 0 < moved < frames * hop and moved % hop == 0:
+            k = moved // hop
+            chunk = window[(frames - k) * hop : (frames - 1) * hop + spec.n_fft]
+            mel = np.concatenate([self._mel[..., k:], split.logmel(chunk[None])], axis=-1)
+        else:
+            k = frames
+            mel = split.logmel(window[None])
+        embedding = split.encode_logmel(mel)
+        self.stats.add("audio", time.perf_counter_ns() - t0)
+        self.stats.logmel_frames += k
+        self._mel, self._mel_end = mel, end_index
+        self._cache["audio"] = _Cached(end_ns, embedding)
+
+    def audio_end_index(self) -> int | None:
+        """Absolute sample index at which the cached audio window ends (index-cut windows)."""
+        return self._mel_end
 
     def update_text(self, text: str, make_input: Callable[[], np.ndarray]) -> None:
         self._encode("text", text, make_input)

@@ -33,19 +33,27 @@ def test_the_folder_holds_one_encoder_per_modality_and_the_fusion(exported) -> N
     folder = root / "model.split"
     assert sorted(p.name for p in folder.iterdir()) == [
         "audio.onnx",
+        "audio_frontend.onnx",
         "fusion.onnx",
         "image.onnx",
         "text.onnx",
     ]
-    assert set(facts) == {"image", "audio", "text", "fusion"}
+    assert set(facts) == {"image", "audio_frontend", "audio", "text", "fusion"}
     for part in facts:
         proto = onnx.load(str(folder / f"{part}.onnx"))
         meta = {p.key: p.value for p in proto.metadata_props}
         assert meta[PART_KEY] == part
         assert json.loads(meta[SPEC_KEY]) == json.loads(model.spec.to_json())
-    encoder = onnx.load(str(folder / "audio.onnx"))
-    assert [i.name for i in encoder.graph.input] == ["audio"]
+    encoder = onnx.load(str(folder / "image.onnx"))
+    assert [i.name for i in encoder.graph.input] == ["image"]
     assert [o.name for o in encoder.graph.output] == ["embedding"]
+    # The log-mel audio encoder comes in two: a front end with a dynamic sample axis, and
+    # the rest from log-mel frames on.
+    frontend = onnx.load(str(folder / "audio_frontend.onnx"))
+    assert [i.name for i in frontend.graph.input] == ["audio"]
+    assert frontend.graph.input[0].type.tensor_type.shape.dim[1].dim_param  # dynamic
+    body = onnx.load(str(folder / "audio.onnx"))
+    assert [i.name for i in body.graph.input] == ["logmel"]
     fusion = onnx.load(str(folder / "fusion.onnx"))
     assert [i.name for i in fusion.graph.input] == [
         *(embedding_input(m) for m in model.spec.modalities),
@@ -146,6 +154,25 @@ def test_info_describes_a_split_folder(exported, capsys) -> None:
     _, root, _ = exported
     assert main(["info", str(root / "model.split"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert set(info["split_parts"]) == {"image", "audio", "text", "fusion"}
+    assert set(info["split_parts"]) == {"image", "audio_frontend", "audio", "text", "fusion"}
     assert info["bytes"] == sum(info["split_parts"].values())
     assert "image_embedding" in info["inputs"] and "scores" in info["outputs"]
+
+
+def test_the_front_end_gives_the_frames_of_any_stretch_of_audio(exported) -> None:
+    """A window moved by k DFT hops has k new frames at its end and the rest shifted: the
+    front end on just the new stretch gives those k frames (what streaming relies on)."""
+    _, root, _ = exported
+    split = Predictor.from_path(root / "model.split", providers="cpu").split
+    spec = split.spec.audio
+    rng = np.random.default_rng(0)
+    track = (0.1 * rng.standard_normal(spec.num_samples * 2)).astype(np.float32)
+    frames, hop, k = spec.num_frames, spec.hop_length, 3
+    old = split.logmel(track[None, : spec.num_samples])
+    new_window = track[k * hop : k * hop + spec.num_samples]
+    full = split.logmel(new_window[None])
+    chunk = new_window[(frames - k) * hop : (frames - 1) * hop + spec.n_fft]
+    tail = split.logmel(chunk[None])
+    assert full.shape == old.shape and tail.shape[-1] == k
+    assert np.abs(full[..., : frames - k] - old[..., k:]).max() <= 1e-5
+    assert np.abs(full[..., frames - k :] - tail).max() <= 1e-5

@@ -38,14 +38,14 @@ def tone(hz: float, n: int, rate: int, phase: float = 0.0) -> np.ndarray:
 def test_streaming_encoder_caches_and_matches_the_single_file(
     single: Predictor, split: Predictor
 ) -> None:
-    """A replayed stream: 30 frames per second, audio moving 1/30 s per frame, text
-    changing once. Encoders run at their own rates; every turn's scores equal the single
-    file's on the same inputs."""
+    """A replayed stream: 30 frames per second, audio moving on in hops of 6 DFT hops,
+    text changing once. Encoders run at their own rates, the log-mel of each new hop only;
+    every turn's scores equal the single file's on the same inputs."""
     spec = split.spec
     rate, n = spec.audio.sample_rate, spec.audio.num_samples
     streaming = StreamingEncoder(split, audio_hop_s=0.1)
-    track = tone(400.0, rate * 3, rate)
-    hop = rate // 10
+    track = tone(400.0, rate * 3, rate) + tone(1000.0, rate * 3, rate, 1.0) * 0.3
+    hop = 6 * spec.audio.hop_length
     frames = [np.full((30, 40, 3), RED, np.uint8) + i for i in range(30)]
     for i in range(60):  # two seconds at 30 fps
         t_ns = i * 1_000_000_000 // 30
@@ -56,19 +56,29 @@ def test_streaming_encoder_caches_and_matches_the_single_file(
         streaming.update_image(
             t_ns, lambda f=frame: split.prepare(image=f, color_order="bgr")["image"]
         )
-        if streaming.audio_due(end * 1_000_000_000 // rate):
-            streaming.update_audio(
-                end * 1_000_000_000 // rate,
-                lambda w=window: split.prepare(audio=w, sample_rate=rate)["audio"],
-            )
+        streaming.update_audio_window(end, window, end * 1_000_000_000 // rate)
         streaming.update_text(text, lambda s=text: split.prepare(text=s)["text"])
         got, _ = streaming.scores({"image": True, "audio": True, "text": True})
         expected = single.predict(
             image=frame, color_order="bgr", audio=window, sample_rate=rate, text=text
         )
         assert np.abs(got - np.array(list(expected.scores.values()))).max() <= 1e-4
-    assert streaming.stats.runs == {"image": 60, "audio": 20, "text": 2, "fusion": 60}
-    assert streaming.stats.reuses == {"text": 58}  # audio is only updated when due
+    windows = len({(i * rate // 30) // hop for i in range(60)})
+    assert streaming.stats.runs == {"image": 60, "audio": windows, "text": 2, "fusion": 60}
+    assert streaming.stats.reuses == {"audio": 60 - windows, "text": 58}
+    # The first window's frames in full, then 6 new frames per hop.
+    assert streaming.stats.logmel_frames == spec.audio.num_frames + 6 * (windows - 1)
+
+
+def test_a_window_that_moved_by_part_of_a_dft_hop_is_computed_whole(split: Predictor) -> None:
+    spec = split.spec.audio
+    streaming = StreamingEncoder(split)
+    track = tone(400.0, spec.num_samples * 2, spec.sample_rate)
+    for end in (spec.num_samples, spec.num_samples + spec.hop_length // 2):
+        streaming.update_audio_window(end, track[end - spec.num_samples : end], end)
+    assert streaming.stats.logmel_frames == 2 * spec.num_frames
+    with pytest.raises(ValueError, match=r"audio window: expected float32 \["):
+        streaming.update_audio_window(1, track[:10], 1)
 
 
 def test_missing_modalities_use_the_placeholders(single: Predictor, split: Predictor) -> None:
@@ -117,3 +127,33 @@ def test_live_loop_on_a_split_model_encodes_at_each_modality_rate(
         assert 0 <= r.input_age_ms["audio"] <= 100 + 60  # a hop plus a block or two
         assert r.latency_ms["inference"] > 0
         assert sum(r.scores.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_live_loop_cuts_audio_by_sample_index_at_the_model_rate(
+    split: Predictor, live_clip: Clip, tmp_path: Path
+) -> None:
+    """A microphone at the model's rate (8 kHz here): each hop computes the log-mel of the
+    new audio only."""
+    import soundfile as sf
+    import soxr
+
+    pcm, rate = sf.read(str(live_clip.wav), dtype="float32")
+    model_rate = split.spec.audio.sample_rate
+    wav = tmp_path / "clip8k.wav"
+    sf.write(str(wav), soxr.resample(pcm, rate, model_rate), model_rate)
+    audio = WavFileSource(wav, loop=True).start()
+    try:
+        runner = LiveRunner(split, None, audio, None, LiveOptions(audio_hop_ms=100))
+        results = []
+        runner.run(results.append, duration_s=1.5)
+    finally:
+        audio.stop()
+    spec = split.spec.audio
+    stats = runner.streaming.stats
+    assert runner._hop_samples == 6 * spec.hop_length  # 100 ms at 8 kHz, in DFT hops
+    assert stats.runs["audio"] >= 8
+    # All but the first window (and any after a gap) were computed incrementally.
+    assert stats.logmel_frames < spec.num_frames * stats.runs["audio"] / 2
+    live = [r for r in results if r.present["audio"]]
+    assert len(live) >= 0.8 * len(results)
+    assert all(0 <= r.input_age_ms["audio"] <= 100 + 60 for r in live)
