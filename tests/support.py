@@ -136,6 +136,7 @@ def write_dataset(
     image_size: tuple[int, int] = (20, 24),
     seed: int = 0,
     classes: Sequence[str] = tuple(sorted(CLASSES)),
+    per_class: dict[str, dict[str, int]] | None = None,
 ) -> Path:
     """Writes a small labelled data set (PNG + WAV + manifest.jsonl) under root.
 
@@ -147,6 +148,10 @@ def write_dataset(
     Labels by task: multiclass and binary -> the class name; multilabel -> a random
     subset of "a", "b", "c", each lighting one colour channel and adding one tone;
     regression -> the class's tone frequency in kHz plus noise.
+
+    per_class overrides the count of some classes in some splits, for an imbalanced data
+    set: {"train": {"red": 4}} gives train 4 red samples and per_split's count of the
+    others; the classes stay interleaved.
     """
     per_split = per_split or {"train": 16, "val": 6, "test": 4}
     rng = np.random.default_rng(seed)
@@ -155,8 +160,14 @@ def write_dataset(
     lines: list[dict[str, Any]] = []
     names = sorted(classes)
     for split, count in per_split.items():
-        for k in range(count * len(names)):
-            name = names[k % len(names)]
+        counts = {n: (per_class or {}).get(split, {}).get(n, count) for n in names}
+        # Round-robin over the classes until each has its count; without per_class this
+        # is names[k % len(names)], as before.
+        order = sorted(
+            ((i, j) for j, n in enumerate(names) for i in range(counts[n])),
+        )
+        for k, (_, j) in enumerate(order):
+            name = names[j]
             colour, tone, word = CLASSES[name]
             sample_id = f"{split}{k:03d}"
             line: dict[str, Any] = {"id": sample_id, "split": split}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fusionedge.spec import AudioSpec, ImageSpec, SpecError, from_dict
-from fusionedge.training.augment import AugmentConfig
+from fusionedge.training.augment import AugmentConfig, upgrade_legacy
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,13 @@ class TrainConfig:
         text_max_length: Tokens per text input.
         model: The model's parts.
         optim: Optimiser and schedule.
-        augment: Training-time augmentation.
+        augment: Training-time augmentation per modality (training/augment.py):
+            augment.image.*, augment.audio.* (with spec_augment.*), augment.text.*.
+        class_weights: Loss weights per class, from the training split: "none",
+            "balanced" (inverse class frequency) or a mapping {label: weight} (labels
+            left out get 1). Not for regression; see training/balance.py per task.
+        sampler: "shuffle" (each sample once per epoch) or "balanced" (every class drawn
+            equally often, with replacement; multiclass and binary only).
         epochs: Maximum epochs.
         batch_size: Samples per optimiser step.
         patience: Epochs without validation improvement before stopping early; 0 never.
@@ -110,6 +116,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    class_weights: str | dict[str, float] = "none"
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
     epochs: int = 40
     batch_size: int = 64
     patience: int = 8
@@ -137,6 +145,11 @@ class TrainConfig:
         ]:
             if not ok:
                 raise SpecError(f"{key}: expected {accepted}")
+        if isinstance(self.class_weights, str) and self.class_weights not in ("none", "balanced"):
+            raise SpecError(
+                "class_weights: expected 'none', 'balanced' or a mapping {label: weight}, "
+                f"got {self.class_weights!r}"
+            )
         for m in self.model.encoder_params:
             if m not in ("image", "audio", "text"):
                 raise SpecError(
@@ -234,4 +247,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
 
 
 def config_from_json(text: str) -> TrainConfig:
-    return from_dict(TrainConfig, json.loads(text))
+    """The config of a run folder (config.json), also one written by an older fusionedge."""
+    return from_dict(TrainConfig, upgrade_legacy(json.loads(text)))

@@ -97,9 +97,15 @@ class MelEncoder(nn.Module):
         # channel learns that offset and scale instead of a hand-picked constant.
         self.norm = nn.BatchNorm2d(1)
         self.body = body
+        # Set by the trainer (training/specaugment.py) when masks are configured; run in
+        # training mode only, so neither checkpoints nor the exported graph contain it.
+        self.spec_augment: nn.Module | None = None
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.body(self.norm(self.logmel(audio)))
+        x = self.logmel(audio)
+        if self.training and self.spec_augment is not None:
+            x = self.spec_augment(x)
+        return self.body(self.norm(x))
 
 
 @AUDIO_ENCODERS.register("mel_cnn")

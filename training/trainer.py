@@ -27,7 +27,13 @@ from fusionedge.arrays import load_arrays
 from fusionedge.manifest import read_manifest
 from fusionedge.metrics import primary_metric
 from fusionedge.spec import ModelSpec
-from fusionedge.training.augment import augment_images
+from fusionedge.training.augment import augment_batch
+from fusionedge.training.balance import (
+    balance_summary,
+    check_balance_options,
+    class_weights,
+    epoch_order,
+)
 from fusionedge.training.build import build_spec
 from fusionedge.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from fusionedge.training.config import TrainConfig, config_from_json
@@ -35,6 +41,7 @@ from fusionedge.training.device import autocast_context, make_scaler, resolve_de
 from fusionedge.training.model import FusedModel, count_parameters
 from fusionedge.training.predict import evaluate_arrays, to_torch
 from fusionedge.training.runlog import RunLog
+from fusionedge.training.specaugment import attach_spec_augment
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +118,17 @@ def training_loss(
     present: torch.Tensor,
     target: torch.Tensor,
     config: TrainConfig,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The fused loss plus, weighted, the loss of each modality alone.
 
     The unimodal terms reuse the encoders' outputs and go through the same fusion and
     head with only one modality marked present, so they train exactly the path a
-    deployed model takes when the other inputs are missing.
+    deployed model takes when the other inputs are missing. `weights` are the class
+    weights of the head's loss (training/balance.py), None for an unweighted loss.
     """
     encoded = model.encode(inputs)
-    loss = model.loss(model.head(model.fuse(encoded, present)), target)
+    loss = model.loss(model.head(model.fuse(encoded, present)), target, weights)
     if config.unimodal_loss_weight == 0 or present.shape[1] == 1:
         return loss
     terms = []
@@ -130,7 +139,7 @@ def training_loss(
         only = torch.zeros_like(present[rows])
         only[:, j] = True
         logits = model.head(model.fuse(encoded[rows], only))
-        terms.append(model.loss(logits, target[rows]))
+        terms.append(model.loss(logits, target[rows], weights))
     if terms:
         loss = loss + config.unimodal_loss_weight * torch.stack(terms).sum()
     return loss
@@ -149,18 +158,25 @@ def run_epoch(
     config: TrainConfig,
     device: torch.device,
     progress: bool,
+    weights: torch.Tensor | None = None,
 ) -> list[float]:
     """One pass over the training arrays; returns the batch losses.
 
-    Every random choice (order, modality dropout, augmentation) comes from generators
-    seeded by (seed, epoch), which is what makes a resumed run repeat exactly.
+    Every random choice (order or balanced draws, modality dropout, augmentation) comes
+    from generators seeded by (seed, epoch), which is what makes a resumed run repeat
+    exactly; the augmentation generator lives on the training device.
     """
     spec = model.spec
     model.train()
     rng = np.random.default_rng([config.seed, epoch])
-    order = rng.permutation(len(present))
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    present = drop_modalities(present, spec, config, rng)
+    order = epoch_order(config, spec, tensors["targets"].numpy(), rng)
+    generator = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
+    if config.sampler == "shuffle":
+        # Per sample (each is used once): the same draws as before samplers existed.
+        present = drop_modalities(present, spec, config, rng)[order]
+    else:
+        # Per draw: a sample drawn twice is not hidden the same way twice.
+        present = drop_modalities(present[order], spec, config, rng)
     losses = []
     batches: Iterable[int] = range(0, len(order), config.batch_size)
     if progress:
@@ -169,16 +185,14 @@ def run_epoch(
         batches = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, unit="batch")
     for start in batches:
         idx = torch.from_numpy(order[start : start + config.batch_size])
-        inputs = {m: tensors[m][idx] for m in spec.modalities}
-        if "image" in inputs and config.augment.image_enabled:
-            inputs["image"] = augment_images(inputs["image"], config.augment, generator)
-        inputs = {m: x.to(device, non_blocking=True) for m, x in inputs.items()}
-        mask = torch.from_numpy(present[idx.numpy()]).to(device)
+        inputs = {m: tensors[m][idx].to(device, non_blocking=True) for m in spec.modalities}
+        inputs = augment_batch(inputs, config.augment, spec, generator)
+        mask = torch.from_numpy(present[start : start + config.batch_size]).to(device)
         target = tensors["targets"][idx].to(device)
         for group in optimizer.param_groups:
             group["lr"] = schedule(state["step"])
         with autocast_context(device, config.amp):
-            loss = training_loss(model, inputs, mask, target, config)
+            loss = training_loss(model, inputs, mask, target, config, weights)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.optim.grad_clip > 0:
@@ -251,9 +265,12 @@ def train(
     torch.manual_seed(config.seed)
     checkpoint = load_checkpoint(last_path) if resume else None
     spec = checkpoint.spec if checkpoint else build_spec(manifest, config, train_records)
+    # Refused before decoding and before the run folder is made.
+    check_balance_options(config, spec)
     t0 = time.perf_counter()
     train_arrays = load_arrays(train_records, spec, manifest.path)
     val_arrays = load_arrays(val_records, spec, manifest.path)
+    loss_weights = class_weights(config, spec, train_arrays.targets)
     log.info(
         "decoded %d train + %d val samples in %.1f s",
         len(train_arrays),
@@ -262,6 +279,7 @@ def train(
     )
 
     model = FusedModel(spec).to(device)
+    attach_spec_augment(model, config.augment.audio.spec_augment)
     optimizer = make_optimizer(model, config)
     ema = make_ema(model, config.ema_decay)
     state: dict[str, Any] = {
@@ -306,6 +324,7 @@ def train(
     )
     scaler = make_scaler(device, config.amp)
     tensors = to_torch(train_arrays)
+    weights = None if loss_weights is None else torch.from_numpy(loss_weights).to(device)
     try:
         while state["epoch"] < config.epochs and not state.get("stopped"):
             epoch = state["epoch"] + 1
@@ -323,6 +342,7 @@ def train(
                 config,
                 device,
                 progress,
+                weights,
             )
             eval_model = model if ema is None else ema.module
             val = evaluate_arrays(eval_model, spec, val_arrays, device)
@@ -373,6 +393,7 @@ def train(
         "epochs_run": state["epoch"],
         f"best_val_{metric}": state["best"],
         "val": best.spec.metrics.get("val", {}),
+        "balance": balance_summary(config, spec, train_arrays.targets, loss_weights),
         # Where the data set was: export checks parity on its validation samples.
         "data": str(manifest.path.resolve()),
     }
