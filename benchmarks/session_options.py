@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from fusionedge.runtime import Predictor
-from fusionedge.runtime.bench import interleave
+from fusionedge.runtime.bench import interleave, random_batch
 
 RNG = np.random.default_rng(0)
 
@@ -46,17 +46,7 @@ def inputs_for(predictor: Predictor, batch: int, data: Path | None) -> dict[str,
         arrays = load_arrays(records, predictor.spec, manifest.path).inputs()
         index = np.arange(batch) % len(records)
         return {k: v[index] for k, v in arrays.items()}
-    out = {}
-    for name, (dtype, shape) in predictor.input_layout().items():
-        if dtype is np.uint8:
-            out[name] = RNG.integers(0, 256, (batch, *shape), dtype=np.uint8)
-        elif dtype is np.int64:
-            out[name] = RNG.integers(0, 20, (batch, *shape)).astype(np.int64)
-        elif dtype is np.bool_:
-            out[name] = np.ones((batch, *shape), bool)
-        else:
-            out[name] = (0.1 * RNG.standard_normal((batch, *shape))).astype(np.float32)
-    return out
+    return random_batch(predictor, batch)
 
 
 def interleaved(

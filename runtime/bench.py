@@ -161,6 +161,24 @@ def synthetic_inputs(
     return BenchInputs(description, raw, [predictor.prepare(**r) for r in raw])
 
 
+def random_batch(predictor: Predictor, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """n random samples in the model-input layout (every modality present), for timing and
+    for checks that need inputs but no meaning."""
+    rng = np.random.default_rng(seed)
+    vocab = predictor.spec.text.tokenizer.vocab_size if predictor.spec.text else 1
+    out = {}
+    for name, (dtype, shape) in predictor.input_layout().items():
+        if dtype is np.uint8:
+            out[name] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+        elif dtype is np.int64:
+            out[name] = rng.integers(0, vocab, (n, *shape)).astype(np.int64)
+        elif dtype is np.bool_:
+            out[name] = np.ones((n, *shape), bool)
+        else:
+            out[name] = (0.1 * rng.standard_normal((n, *shape))).astype(np.float32)
+    return out
+
+
 def data_inputs(
     predictor: Predictor, data: str | Path, split: str = "test", count: int = DATA_POOL
 ) -> BenchInputs:

@@ -80,12 +80,7 @@ class AudioRing:
             if self._end_ns is None or end_index > self._written:
                 return None
             written, newest = self._written, self._end_ns
-            first = end_index - n
-            out = np.zeros(n, dtype=np.float32)
-            lo = max(first, written - self.capacity, 0)
-            if lo < end_index:
-                idx = np.arange(lo, end_index) % self.capacity
-                out[lo - first :] = self._data[idx]
+            out = self._copy(n, end_index)
         stamp = newest - (written - end_index) * 1_000_000_000 // self.sample_rate
         return AudioWindow(out, stamp, self.sample_rate)
 
@@ -104,11 +99,16 @@ class AudioRing:
             if end_ns is not None and end_ns < newest:
                 skip = int((newest - end_ns) * self.sample_rate // 1_000_000_000)
                 stamp = newest - skip * 1_000_000_000 // self.sample_rate
-            last = written - skip  # one past the window's last sample
-            first = last - n
-            out = np.zeros(n, dtype=np.float32)
-            lo = max(first, written - self.capacity, 0)
-            if lo < last:
-                idx = np.arange(lo, last) % self.capacity
-                out[lo - first :] = self._data[idx]
+            out = self._copy(n, written - skip)
         return AudioWindow(out, stamp, self.sample_rate)
+
+    def _copy(self, n: int, last: int) -> np.ndarray:
+        """The n samples before absolute index `last`, zeros where the ring holds none
+        (not yet written, or overwritten). Called with the lock held."""
+        first = last - n
+        out = np.zeros(n, dtype=np.float32)
+        lo = max(first, self._written - self.capacity, 0)
+        if lo < last:
+            idx = np.arange(lo, last) % self.capacity
+            out[lo - first :] = self._data[idx]
+        return out

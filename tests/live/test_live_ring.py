@@ -187,3 +187,19 @@ def test_concurrent_writer_and_reader_never_see_torn_blocks() -> None:
     assert not problems, problems[:5]
     assert written[0] > 10 * capacity  # wrapped many times
     assert reads[0] > 100
+
+
+def test_window_at_cuts_by_absolute_sample_index() -> None:
+    ring = AudioRing(capacity=1000, sample_rate=1000)
+    assert ring.window_at(10, 0) is None  # nothing written yet
+    samples = np.arange(1500, dtype=np.float32)
+    for start in range(0, 1500, 100):  # 15 blocks of 100 ms; the ring keeps the last 1000
+        ring.write(samples[start : start + 100], end_ns=(start + 100) * 1_000_000)
+    w = ring.window_at(200, 1300)
+    assert np.array_equal(w.samples, samples[1100:1300])
+    # Its last sample, 1299, is 200 samples (200 ms) before the newest, stamped 1.5 s.
+    assert w.end_ns == 1_300_000_000
+    assert ring.window_at(10, 1501) is None  # past the newest sample
+    older = ring.window_at(300, 700)  # reaches back before what the ring still holds
+    assert np.array_equal(older.samples[100:], samples[500:700])
+    assert not older.samples[:100].any()

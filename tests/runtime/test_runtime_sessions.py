@@ -8,22 +8,12 @@ import numpy as np
 import pytest
 
 from fusionedge.runtime import ModelFileError, Predictor
+from fusionedge.runtime.bench import random_batch
 from fusionedge.runtime.sessions import session_options
 
 
 def sample_inputs(predictor: Predictor, n: int = 3) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, (dtype, shape) in predictor.input_layout().items():
-        if dtype is np.uint8:
-            out[name] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-        elif dtype is np.int64:
-            out[name] = rng.integers(0, 10, (n, *shape)).astype(np.int64)
-        elif dtype is np.bool_:
-            out[name] = np.ones((n, *shape), bool)
-        else:
-            out[name] = rng.standard_normal((n, *shape)).astype(np.float32)
-    return out
+    return random_batch(predictor, n)
 
 
 @pytest.mark.parametrize("level", ["disable", "basic", "extended"])
