@@ -157,3 +157,20 @@ def test_live_loop_cuts_audio_by_sample_index_at_the_model_rate(
     live = [r for r in results if r.present["audio"]]
     assert len(live) >= 0.8 * len(results)
     assert all(0 <= r.input_age_ms["audio"] <= 100 + 60 for r in live)
+
+
+def test_fusionedge_run_takes_a_split_folder(live_split_model: Path, live_clip: Clip) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "fusionedge.cli", "run", str(live_split_model)]
+    cmd += ["--camera", str(live_clip.avi), "--mic", str(live_clip.wav), "--text", "red"]
+    cmd += ["--headless", "--providers", "cpu", "--duration", "2", "--audio-hop-ms", "50"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(x) for x in done.stdout.splitlines() if x.strip()]
+    assert len(lines) >= 30
+    fused = [x for x in lines if all(x["present"].values())]
+    assert len(fused) >= 0.8 * len(lines)
+    assert all(abs(sum(x["scores"].values()) - 1) < 1e-4 for x in lines)
