@@ -42,10 +42,22 @@ def model_info(path: str | Path) -> dict[str, Any]:
         "inputs": {i.name: f"{i.type} {i.shape}" for i in session.get_inputs()},
         "outputs": {o.name: f"{o.type} {o.shape}" for o in session.get_outputs()},
         "labels": list(spec.labels),
-        "preprocessing": {m: spec.to_dict()[m] for m in spec.modalities},
+        "preprocessing": _preprocessing(spec.to_dict(), spec.modalities),
         "metrics": spec.metrics,
         "providers_available": ort.get_available_providers(),
     }
+
+
+def _preprocessing(spec: dict[str, Any], modalities: tuple[str, ...]) -> dict[str, Any]:
+    """Each modality's spec section; a pretrained (wordpiece) vocabulary is summarised by
+    its size, since its 30k tokens would bury everything else."""
+    out = {m: spec[m] for m in modalities}
+    tokenizer = out.get("text", {}).get("tokenizer", {})
+    if tokenizer.get("kind") == "wordpiece":
+        summary = {k: v for k, v in tokenizer.items() if k != "vocab"}
+        summary["vocab_size"] = len(tokenizer["vocab"])
+        out["text"] = {**out["text"], "tokenizer": summary}
+    return out
 
 
 def _opset(path: Path) -> int | None:

@@ -21,9 +21,17 @@ from typing import Any, Literal, TypeVar
 
 from fusionedge.version import __version__
 
+# Schema 1 still covers the "wordpiece" tokenizer kind: every older file (all "char")
+# reads as before, and a fusionedge that predates "wordpiece" refuses such a file with
+# "text.tokenizer.kind: expected one of ['char'], got 'wordpiece'" (strict parsing)
+# instead of misreading it. Bumping would have made char-only files written now
+# unreadable to those versions for no gain.
 SCHEMA_VERSION = 1
 MODALITIES = ("image", "audio", "text")
 TASKS = ("multiclass", "binary", "multilabel", "regression")
+
+# The special tokens a wordpiece vocabulary must have (BERT's names).
+WORDPIECE_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 
 Modality = Literal["image", "audio", "text"]
 Task = Literal["multiclass", "binary", "multilabel", "regression"]
@@ -106,31 +114,51 @@ class AudioSpec:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
-    """A character vocabulary learned from the training text.
+    """The tokenizer of the text input, with its whole vocabulary.
 
+    "char" (the default): a character vocabulary learned from the training text.
     Characters keep typos meaningful ("sevn" still shares most of "seven"), which a word
     vocabulary would map to one unknown token. Index 0 is padding, 1 is unknown.
 
+    "wordpiece": a pretrained BERT vocabulary (vocab.txt of a Hugging Face folder, see
+    fusionedge.wordpiece), id = position in vocab; [PAD], [UNK], [CLS] and [SEP] are
+    looked up by name. Lower-casing also strips accents, as BERT's uncased models do.
+
     Attributes:
-        kind: Tokenizer family; only "char" today.
-        vocab: The characters with ids 2, 3, ... in order.
-        lowercase: Lower-case text (after NFKC normalisation) before lookup.
+        kind: Tokenizer family: "char" or "wordpiece".
+        vocab: "char": the characters with ids 2, 3, ... in order; "wordpiece": every
+            token, with id = index.
+        lowercase: Lower-case text before lookup ("char": after NFKC normalisation;
+            "wordpiece": and strip accents).
     """
 
-    kind: Literal["char"] = "char"
+    kind: Literal["char", "wordpiece"] = "char"
     vocab: tuple[str, ...] = ()
     lowercase: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.kind == "char", "text.tokenizer.kind", '"char"')
-        _require(all(len(c) == 1 for c in self.vocab), "text.tokenizer.vocab", "single characters")
-        _require(
-            len(set(self.vocab)) == len(self.vocab), "text.tokenizer.vocab", "unique characters"
-        )
+        _require(self.kind in ("char", "wordpiece"), "text.tokenizer.kind", '"char" or "wordpiece"')
+        if self.kind == "char":
+            _require(
+                all(len(c) == 1 for c in self.vocab), "text.tokenizer.vocab", "single characters"
+            )
+            _require(
+                len(set(self.vocab)) == len(self.vocab),
+                "text.tokenizer.vocab",
+                "unique characters",
+            )
+        else:
+            missing = [t for t in WORDPIECE_SPECIAL if t not in self.vocab]
+            _require(
+                not missing,
+                "text.tokenizer.vocab",
+                f"a wordpiece vocabulary with {list(WORDPIECE_SPECIAL)} (missing {missing})",
+            )
 
     @property
     def vocab_size(self) -> int:
-        return len(self.vocab) + 2
+        """Ids run from 0 to vocab_size - 1."""
+        return len(self.vocab) + 2 if self.kind == "char" else len(self.vocab)
 
 
 @dataclass(frozen=True)
@@ -139,7 +167,7 @@ class TextSpec:
 
     Attributes:
         max_length: Tokens per sample.
-        tokenizer: The learned vocabulary.
+        tokenizer: The tokenizer and its vocabulary (learned, or a pretrained one).
     """
 
     max_length: int = 32
@@ -147,6 +175,12 @@ class TextSpec:
 
     def __post_init__(self) -> None:
         _require(self.max_length >= 1, "text.max_length", "at least 1")
+        if self.tokenizer.kind == "wordpiece":
+            _require(
+                self.max_length >= 3,
+                "text.max_length",
+                "at least 3 with a wordpiece tokenizer ([CLS], one token, [SEP])",
+            )
 
 
 @dataclass(frozen=True)

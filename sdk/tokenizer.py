@@ -1,4 +1,5 @@
-"""Character tokenizer learned from training text; its vocabulary travels in the spec."""
+"""Tokenizers whose vocabulary travels in the spec: characters learned from the training
+text ("char"), or a pretrained BERT vocabulary ("wordpiece", fusionedge.wordpiece)."""
 
 from __future__ import annotations
 
@@ -36,17 +37,43 @@ def learn_tokenizer(
     return TokenizerSpec(kind="char", vocab=tuple(vocab), lowercase=lowercase)
 
 
+def pad_id(spec: TokenizerSpec) -> int:
+    """The id that marks padding (and absent text) in the model's `tokens` input."""
+    if spec.kind == "char":
+        return PAD_ID
+    # The last "[PAD]" if a vocabulary repeats it: later duplicates win, as in HF's load_vocab.
+    return len(spec.vocab) - 1 - spec.vocab[::-1].index("[PAD]")
+
+
 class Tokenizer:
-    """Turns text into fixed-length int64 token rows as the model's `tokens` input expects."""
+    """Turns text into fixed-length int64 token rows as the model's `tokens` input expects.
+
+    Attributes:
+        pad_id: The padding id of the spec's tokenizer.
+    """
 
     def __init__(self, spec: TextSpec) -> None:
         self.spec = spec
-        self._ids = {c: i + 2 for i, c in enumerate(spec.tokenizer.vocab)}
+        self.pad_id = pad_id(spec.tokenizer)
+        self._wordpiece = None
+        if spec.tokenizer.kind == "wordpiece":
+            from fusionedge.wordpiece import WordPieceTokenizer
+
+            self._wordpiece = WordPieceTokenizer(spec.tokenizer, spec.max_length)
+            self._ids: dict[str, int] = {}
+        else:
+            self._ids = {c: i + 2 for i, c in enumerate(spec.tokenizer.vocab)}
 
     def encode(self, text: str) -> np.ndarray:
-        """Returns int64 [max_length]: ids, cut to max_length, then padded with PAD_ID."""
+        """Returns int64 [max_length]: ids, cut to max_length, then padded.
+
+        "char": one id per character, padded with PAD_ID; "wordpiece": [CLS] pieces
+        [SEP], padded with [PAD].
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if self._wordpiece is not None:
+            return self._wordpiece.encode(text)
         norm = normalize_text(text, self.spec.tokenizer.lowercase)[: self.spec.max_length]
         out = np.full(self.spec.max_length, PAD_ID, dtype=np.int64)
         out[: len(norm)] = [self._ids.get(c, UNK_ID) for c in norm]

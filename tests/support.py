@@ -63,6 +63,32 @@ TINY_TEXT = TextSpec(
     max_length=10, tokenizer=TokenizerSpec(vocab=tuple("abcdefghijklmnopqrstuvwxyz "))
 )
 
+# tiny_spec gives these parameters to parts that cannot be built from their defaults:
+# hf_bert takes its shape from a model folder's config.json; here a tiny one.
+TINY_BERT = {
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "max_position_embeddings": 32,
+}
+PART_PARAMS: dict[str, dict[str, Any]] = {"hf_bert": {"architecture": TINY_BERT}}
+
+# The tiny BERT folder's vocabulary: BERT's special tokens, the data sets' words, and
+# letters and digits (bare and as "##" continuations) so that any word is covered.
+TINY_BERT_VOCAB = (
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    *".,!?-'",
+    *("red", "green", "blue", "it", "is", "the", "sample", "##s", "##ing"),
+    *"abcdefghijklmnopqrstuvwxyz0123456789",
+    *("##" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"),
+)
+
 LABELS = {
     "multiclass": ("blue", "green", "red"),
     "binary": ("no", "yes"),
@@ -100,8 +126,9 @@ def tiny_spec(
 
     names = {"image": image_encoder, "audio": audio_encoder, "text": text_encoder}
     params = encoder_params or {}
+    chosen = {m: names[m] or ENCODERS[m].names()[0] for m in modalities}
     encoders = {
-        m: ComponentSpec(names[m] or ENCODERS[m].names()[0], dict(params.get(m, {})))
+        m: ComponentSpec(chosen[m], dict(params.get(m, PART_PARAMS.get(chosen[m], {}))))
         for m in modalities
     }
     return ModelSpec(
@@ -207,6 +234,88 @@ def write_dataset(
     (root / "manifest.jsonl").write_text(
         "".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8"
     )
+    return root
+
+
+def write_bert_folder(root: Path, seed: int = 0, weights: str = "safetensors") -> Path:
+    """Writes a tiny random BERT model folder laid out as Hugging Face and
+    sentence-transformers write one (all-MiniLM-L6-v2's files, in small).
+
+    weights: "safetensors" (model.safetensors) or "bin" (pytorch_model.bin, a plain
+    state dict). The weights come from numpy's seeded generator, so the same seed gives
+    the same folder on any machine.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    arch = {**TINY_BERT, "vocab_size": len(TINY_BERT_VOCAB)}
+    h, inner, positions = arch["hidden_size"], arch["intermediate_size"], 32
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "type_vocab_size": 2,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        **arch,
+    }
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape: int, scale: float = 0.2) -> np.ndarray:
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+    def norm(prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.weight": 1 + normal(h, scale=0.1), f"{prefix}.bias": normal(h)}
+
+    def dense(prefix: str, n_out: int, n_in: int) -> dict[str, np.ndarray]:
+        return {f"{prefix}.weight": normal(n_out, n_in), f"{prefix}.bias": normal(n_out)}
+
+    tensors = {
+        "embeddings.word_embeddings.weight": normal(len(TINY_BERT_VOCAB), h, scale=1.0),
+        "embeddings.position_embeddings.weight": normal(positions, h),
+        "embeddings.token_type_embeddings.weight": normal(2, h),
+        "embeddings.position_ids": np.arange(positions, dtype=np.int64)[None],
+        **norm("embeddings.LayerNorm"),
+        **dense("pooler.dense", h, h),  # in real folders too; the encoder ignores it
+    }
+    for i in range(arch["num_hidden_layers"]):
+        p = f"encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            tensors.update(dense(f"{p}.attention.self.{name}", h, h))
+        tensors.update(dense(f"{p}.attention.output.dense", h, h))
+        tensors.update(norm(f"{p}.attention.output.LayerNorm"))
+        tensors.update(dense(f"{p}.intermediate.dense", inner, h))
+        tensors.update(dense(f"{p}.output.dense", h, inner))
+        tensors.update(norm(f"{p}.output.LayerNorm"))
+    if weights == "safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(tensors, str(root / "model.safetensors"))
+    else:
+        import torch
+
+        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, root / "pytorch_model.bin")
+    (root / "config.json").write_text(json.dumps(config, indent=2))
+    (root / "vocab.txt").write_text("".join(t + "\n" for t in TINY_BERT_VOCAB), encoding="utf-8")
+    (root / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
+    ]
+    (root / "modules.json").write_text(json.dumps(modules, indent=2))
+    (root / "1_Pooling").mkdir(exist_ok=True)
+    pooling = {"word_embedding_dimension": h, "pooling_mode_mean_tokens": True}
+    (root / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     return root
 
 

@@ -7,6 +7,7 @@ import numpy as np
 from fusionedge.manifest import Manifest, Record
 from fusionedge.spec import ComponentSpec, ModelSpec, SpecError, TextSpec
 from fusionedge.tokenizer import learn_tokenizer
+from fusionedge.training import bert, pretrained
 from fusionedge.training.config import TrainConfig
 from fusionedge.training.registry import ENCODERS, FUSIONS
 
@@ -31,7 +32,8 @@ def build_spec(manifest: Manifest, config: TrainConfig, train: list[Record]) -> 
     """The spec of a model for this data set: its modalities, labels, task and parts.
 
     The tokenizer is learned from the training split's text only, so nothing of the
-    validation or test text leaks into the model.
+    validation or test text leaks into the model; a pretrained text encoder brings its
+    own (training/bert.py), and its folder's architecture goes into the spec.
     """
     modalities = manifest.modalities
     task = infer_task(manifest, config.model.task)
@@ -54,7 +56,16 @@ def build_spec(manifest: Manifest, config: TrainConfig, train: list[Record]) -> 
     else:
         labels = manifest.classes
     text = None
-    if "text" in modalities:
+    if "text" in modalities and names["text"] == bert.NAME:
+        if config.augment.text.enabled:
+            raise SpecError(
+                "augment.text: typos and token dropout work on the char tokenizer's ids; "
+                f"turn them off with model.text_encoder={bert.NAME}"
+            )
+        params, tokenizer = pretrained.prepare_params(encoders["text"].params)
+        encoders["text"] = ComponentSpec(names["text"], params)
+        text = TextSpec(max_length=config.text_max_length, tokenizer=tokenizer)
+    elif "text" in modalities:
         texts = [r.text for r in train if r.text is not None]
         text = TextSpec(max_length=config.text_max_length, tokenizer=learn_tokenizer(texts))
     return ModelSpec(

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from fusionedge.spec import ModelSpec
-from fusionedge.training import encoders as _encoders  # noqa: F401  (fills the registries)
+from fusionedge.training import bert as _bert  # noqa: F401  (fills the registries)
+from fusionedge.training import encoders as _encoders  # noqa: F401
 from fusionedge.training import fusion as _fusion  # noqa: F401
 from fusionedge.training import heads as _heads  # noqa: F401
 from fusionedge.training.registry import ENCODERS, FUSIONS, HEADS

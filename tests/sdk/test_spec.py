@@ -160,7 +160,11 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
         ("modalities", ["image", None, "text"], "modalities[1]: expected a str, got None"),
         ("text.tokenizer.lowercase", "yes", "text.tokenizer.lowercase: expected a bool"),
         ("text.tokenizer.lowercase", 1, "text.tokenizer.lowercase: expected a bool"),
-        ("text.tokenizer.kind", "bpe", "text.tokenizer.kind: expected one of ['char']"),
+        (
+            "text.tokenizer.kind",
+            "bpe",
+            "text.tokenizer.kind: expected one of ['char', 'wordpiece']",
+        ),
         ("image", "big", "image: expected an object, got 'big'"),
         ("encoders", ["image"], "encoders: expected an object"),
         ("encoders.text.name", 3, "encoders.text.name: expected a str, got 3"),
