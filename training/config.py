@@ -91,7 +91,17 @@ class TrainConfig:
         sampler: "shuffle" (each sample once per epoch) or "balanced" (every class drawn
             equally often, with replacement; multiclass and binary only).
         epochs: Maximum epochs.
-        batch_size: Samples per optimiser step.
+        batch_size: Samples per batch, per process (under torchrun one optimiser step
+            sees batch_size * world_size * accumulate_steps samples; the learning rate is
+            not scaled with it).
+        accumulate_steps: Batches whose gradients are summed (as a mean) into one
+            optimiser step, for a larger effective batch than memory allows.
+        freeze_encoders: Modalities whose encoders keep their initial (or loaded) weights;
+            only the rest trains. When every encoder is frozen and no augmentation
+            changes their inputs, each sample's embeddings are computed once and the
+            epochs train the placeholders, fusion and head on them (much faster).
+        compile: torch.compile the model for training (evaluation and export use the
+            plain module); skipped with a warning where torch cannot compile.
         patience: Epochs without validation improvement before stopping early; 0 never.
         seed: Seeds weights, shuffling and modality dropout; CPU runs repeat exactly.
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
@@ -120,6 +130,9 @@ class TrainConfig:
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     epochs: int = 40
     batch_size: int = 64
+    accumulate_steps: int = 1
+    freeze_encoders: tuple[str, ...] = ()
+    compile: bool = False
     patience: int = 8
     seed: int = 0
     device: str = "auto"
@@ -136,6 +149,7 @@ class TrainConfig:
         for key, ok, accepted in [
             ("epochs", self.epochs >= 1, "at least 1"),
             ("batch_size", self.batch_size >= 1, "at least 1"),
+            ("accumulate_steps", self.accumulate_steps >= 1, "at least 1"),
             ("patience", self.patience >= 0, "0 (off) or more"),
             ("text_max_length", self.text_max_length >= 1, "at least 1"),
             ("optim.lr", self.optim.lr > 0, "a positive number"),
@@ -150,6 +164,11 @@ class TrainConfig:
                 "class_weights: expected 'none', 'balanced' or a mapping {label: weight}, "
                 f"got {self.class_weights!r}"
             )
+        for m in self.freeze_encoders:
+            if m not in ("image", "audio", "text"):
+                raise SpecError(
+                    f"freeze_encoders: unknown modality {m!r}; accepted: image, audio, text"
+                )
         for m in self.model.encoder_params:
             if m not in ("image", "audio", "text"):
                 raise SpecError(
