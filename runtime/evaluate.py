@@ -43,3 +43,20 @@ def evaluate_model_file(
         lambda present: score_arrays(predictor, arrays, present),
     )
     return describe(result, model, manifest, split, spec) | {"providers": predictor.providers}
+
+
+def robustness_model_file(
+    model: str | Path | Predictor,
+    data: str | Path,
+    split: str = "test",
+    providers: str = "auto",
+    noise: bool = True,
+) -> dict[str, Any]:
+    """Missing- and noisy-modality evaluation (fusionedge.robustness) of an ONNX file."""
+    from fusionedge.robustness import evaluate_robustness, load_samples
+
+    predictor = model if isinstance(model, Predictor) else Predictor.from_path(model, providers)
+    samples = load_samples(data, split, predictor.spec)
+    return evaluate_robustness(
+        predictor.spec, samples, lambda arrays: score_arrays(predictor, arrays), noise=noise
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for the job
     metrics = {k: v for k, v in result.best_metrics.items() if isinstance(v, float)}
     print(
         f"best epoch {result.best_epoch} of {result.epochs_run}: "
@@ -51,16 +54,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_model_file(model: str | Path) -> bool:
+    """An exported model for the runtime (an .onnx file or a split model's folder), as
+    opposed to a run folder or checkpoint for PyTorch."""
+    from fusionedge.runtime.split import is_split_folder
+
+    return Path(model).suffix == ".onnx" or is_split_folder(model)
+
+
 def evaluate(model: str, data: str, split: str) -> dict[str, Any]:
-    """A run folder (PyTorch) or an .onnx file (ONNX Runtime, no torch): the same keys (an
-    .onnx evaluation adds "providers", the execution providers it ran on)."""
-    if Path(model).suffix == ".onnx":
+    """A run folder (PyTorch) or an .onnx file or split folder (ONNX Runtime, no torch):
+    the same keys (a runtime evaluation adds "providers", the providers it ran on)."""
+    if is_model_file(model):
         from fusionedge.runtime.evaluate import evaluate_model_file
 
         return evaluate_model_file(model, data, split)
     from fusionedge.training.evaluate import evaluate_run
 
     return evaluate_run(model, data, split)
+
+
+def robustness(model: str, data: str, split: str) -> dict[str, Any]:
+    """The `robustness` key of `fusionedge eval --robustness`, with its chart drawn as
+    robustness.png in the run folder (for a model file or split folder: NAME.robustness.png
+    beside it, so that two models in one folder keep their own charts)."""
+    from fusionedge.robustness_plot import draw_robustness
+
+    path = Path(model)
+    if is_model_file(model):
+        from fusionedge.runtime.evaluate import robustness_model_file
+
+        result = robustness_model_file(model, data, split)
+        stem = path.stem if path.suffix == ".onnx" else path.name
+        png = path.with_name(f"{stem}.robustness.png")
+    else:
+        from fusionedge.training.evaluate import robustness_run
+
+        result = robustness_run(model, data, split)
+        png = (path if path.is_dir() else path.parent) / "robustness.png"
+    result["png"] = str(draw_robustness(result, png))
+    return result
 
 
 def format_eval(result: dict[str, Any]) -> str:
@@ -76,12 +109,37 @@ def format_eval(result: dict[str, Any]) -> str:
         lines.append(
             f"  {name:<16}{values[key]:>10.4f}" + (f"{f1:>10.4f}" if f1 is not None else "")
         )
+    if "robustness" in result:
+        from fusionedge.robustness import format_robustness
+
+        lines += [format_robustness(result["robustness"]), f"chart: {result['robustness']['png']}"]
     return "\n".join(lines)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.model, args.data, args.split)
+    if args.robustness:
+        result["robustness"] = robustness(args.model, args.data, args.split)
     print(json.dumps(result) if args.json else format_eval(result))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fusionedge.compare import format_compare, parse_fusions, run_compare
+
+    overrides = list(args.set) + ([f"epochs={args.epochs}"] if args.epochs else [])
+    report = run_compare(
+        args.data,
+        args.out,
+        parse_fusions(args.fusions),
+        overrides,
+        split=args.split,
+        threads=args.threads,
+        repeats=args.repeats,
+    )
+    print(json.dumps(report) if args.json else format_compare(report))
+    if not args.json:
+        print(f"report: {Path(args.out) / 'compare.json'}")
     return 0
 
 
@@ -169,10 +227,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"schema {spec['schema_version']}, opset {info['opset']}"
     )
     print(f"  task {spec['task']}, {len(spec['labels'])} labels: {', '.join(spec['labels'])}")
+    width = max(map(len, [*info["inputs"], *info["outputs"]])) + 2
     for name, value in info["inputs"].items():
-        print(f"  input  {name:<10}{value}")
+        print(f"  input  {name:<{width}}{value}")
     for name, value in info["outputs"].items():
-        print(f"  output {name:<10}{value}")
+        print(f"  output {name:<{width}}{value}")
+    if "split_parts" in info:
+        parts = ", ".join(f"{k}.onnx {v / 1e6:.2f} MB" for k, v in info["split_parts"].items())
+        print(f"  split model: {parts} (inputs and outputs above are the fusion part's)")
     print(f"  preprocessing: {json.dumps(info['preprocessing'])}")
     print(f"  validation metrics at training: {json.dumps(info['metrics'])}")
     print(f"  providers available: {', '.join(info['providers_available'])}")
@@ -216,7 +278,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         threads=args.threads,
         providers=args.providers,
-        options=LiveOptions(stale_ms=args.stale_ms, rate_hz=args.rate, smoothing=args.smoothing),
+        options=LiveOptions(
+            stale_ms=args.stale_ms,
+            rate_hz=args.rate,
+            smoothing=args.smoothing,
+            audio_hop_ms=args.audio_hop_ms,
+        ),
     )
     count = run_live(config)
     print(f"{count} results", file=sys.stderr)
@@ -312,8 +379,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run folder (or its .safetensors checkpoint), or a .onnx file")
     p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also every subset of modalities (others missing) and each modality under "
+        "increasing noise; draws robustness.png in the run folder",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=cmd_eval)
+
+    p = sub.add_parser("compare", help="train each fusion on the same budget, side by side")
+    p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
+    p.add_argument(
+        "--fusions",
+        default="concat,sum,attention,gated",
+        help="comma-separated fusion names (default concat,sum,attention,gated)",
+    )
+    p.add_argument("--out", default="compare", help="output folder, one run per fusion")
+    p.add_argument("--epochs", type=int, help="training epochs of every fusion")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config key for every fusion (repeatable)",
+    )
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for latency")
+    p.add_argument("--repeats", type=int, default=200, help="timed batch-1 calls per fusion")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run_command=cmd_compare)
 
     p = sub.add_parser("export", help="export a trained run to one ONNX file")
     p.add_argument("run", help="run folder (or its .safetensors checkpoint)")
@@ -385,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run_command=cmd_bench)
 
     p = sub.add_parser("run", help="live inference on a camera, a microphone and text")
-    p.add_argument("model", help="a .onnx file written by fusionedge export")
+    p.add_argument("model", help="a .onnx file or a split model's folder (fusionedge export)")
     p.add_argument("--camera", help="camera index, http/rtsp URL, or a video file")
     p.add_argument("--mic", help="'default', a device name or index, or an audio file")
     p.add_argument("--text", help="a fixed text, or - to read lines from stdin")
@@ -405,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--smoothing", type=float, default=0.0, help="score smoothing over time, 0 (off) to <1"
+    )
+    p.add_argument(
+        "--audio-hop-ms",
+        type=float,
+        default=100.0,
+        help="split models: re-encode audio after this much new audio (default 100)",
     )
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")

@@ -37,3 +37,30 @@ def evaluate_run(
     )
     result.pop("loss")
     return describe(result, path, manifest, split, spec)
+
+
+def robustness_run(
+    model: str | Path,
+    data: str | Path,
+    split: str = "test",
+    device: str = "auto",
+    noise: bool = True,
+) -> dict[str, Any]:
+    """Missing- and noisy-modality evaluation (fusionedge.robustness) of a run, in PyTorch."""
+    import torch
+
+    from fusionedge.arrays import SampleArrays
+    from fusionedge.robustness import evaluate_robustness, load_samples
+    from fusionedge.training.predict import predict_logits
+
+    path = resolve_checkpoint(model)
+    spec = load_checkpoint(path).spec
+    torch_device = resolve_device(device)
+    net = load_model(path, torch_device)
+
+    def score(arrays: SampleArrays) -> Any:
+        logits = predict_logits(net, spec, arrays, torch_device)
+        with torch.no_grad():
+            return net.head.scores(torch.from_numpy(logits).to(torch_device)).cpu().numpy()
+
+    return evaluate_robustness(spec, load_samples(data, split, spec), score, noise=noise)
