@@ -1,0 +1,341 @@
+"""What each `fusionedge` subcommand does: argparse.Namespace in, exit status out.
+
+The parser is in cli.py. Each command imports its package only when it runs, so
+`fusionedge eval model.onnx` never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from fusionedge.demo.avdigits import generate
+
+    summary = generate(args.dir, n=args.n, seed=args.seed, workers=args.workers)
+    print(
+        f"wrote {summary['n']} samples to {summary['manifest']} "
+        f"({summary['seconds']:.1f} s): {json.dumps(summary['splits'])}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fusionedge.training.config import load_config
+    from fusionedge.training.trainer import train
+
+    config = None
+    if not args.resume or args.config or args.set:
+        config = load_config(args.config, args.set)
+    result = train(
+        args.data,
+        args.out,
+        config,
+        resume=args.resume,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for the job
+    metrics = {k: v for k, v in result.best_metrics.items() if isinstance(v, float)}
+    print(
+        f"best epoch {result.best_epoch} of {result.epochs_run}: "
+        + ", ".join(f"val {k} {v:.4f}" for k, v in metrics.items())
+    )
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def is_model_file(model: str | Path) -> bool:
+    """An exported model for the runtime (an .onnx file or a split model's folder), as
+    opposed to a run folder or checkpoint for PyTorch."""
+    from fusionedge.runtime.split import is_split_folder
+
+    return Path(model).suffix == ".onnx" or is_split_folder(model)
+
+
+def evaluate(model: str, data: str, split: str) -> dict[str, Any]:
+    """A run folder (PyTorch) or an .onnx file or split folder (ONNX Runtime, no torch):
+    the same keys (a runtime evaluation adds "providers", the providers it ran on)."""
+    if is_model_file(model):
+        from fusionedge.runtime.evaluate import evaluate_model_file
+
+        return evaluate_model_file(model, data, split)
+    from fusionedge.training.evaluate import evaluate_run
+
+    return evaluate_run(model, data, split)
+
+
+def robustness(model: str, data: str, split: str) -> dict[str, Any]:
+    """The `robustness` key of `fusionedge eval --robustness`, with its chart drawn as
+    robustness.png in the run folder (for a model file or split folder: NAME.robustness.png
+    beside it, so that two models in one folder keep their own charts)."""
+    from fusionedge.robustness_plot import draw_robustness
+
+    path = Path(model)
+    if is_model_file(model):
+        from fusionedge.runtime.evaluate import robustness_model_file
+
+        result = robustness_model_file(model, data, split)
+        stem = path.stem if path.suffix == ".onnx" else path.name
+        png = path.with_name(f"{stem}.robustness.png")
+    else:
+        from fusionedge.training.evaluate import robustness_run
+
+        result = robustness_run(model, data, split)
+        png = (path if path.is_dir() else path.parent) / "robustness.png"
+    result["png"] = str(draw_robustness(result, png))
+    return result
+
+
+def format_eval(result: dict[str, Any]) -> str:
+    key = "mae" if result["task"] == "regression" else "accuracy"
+    lines = [
+        f"{result['split']} split, {result['n']} samples ({result['task']})",
+        f"  {'inputs':<16}{key:>10}{'macro_f1':>10}",
+    ]
+    rows = [("fused", result["metrics"])]
+    rows += [(f"{m} only", v) for m, v in result.get("by_modality", {}).items()]
+    for name, values in rows:
+        f1 = values.get("macro_f1")
+        lines.append(
+            f"  {name:<16}{values[key]:>10.4f}" + (f"{f1:>10.4f}" if f1 is not None else "")
+        )
+    if "robustness" in result:
+        from fusionedge.robustness import format_robustness
+
+        lines += [format_robustness(result["robustness"]), f"chart: {result['robustness']['png']}"]
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    result = evaluate(args.model, args.data, args.split)
+    if args.robustness:
+        result["robustness"] = robustness(args.model, args.data, args.split)
+    print(json.dumps(result) if args.json else format_eval(result))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fusionedge.compare import format_compare, parse_fusions, run_compare
+
+    overrides = list(args.set) + ([f"epochs={args.epochs}"] if args.epochs else [])
+    report = run_compare(
+        args.data,
+        args.out,
+        parse_fusions(args.fusions),
+        overrides,
+        split=args.split,
+        threads=args.threads,
+        repeats=args.repeats,
+    )
+    print(json.dumps(report) if args.json else format_compare(report))
+    if not args.json:
+        print(f"report: {Path(args.out) / 'compare.json'}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from fusionedge.quickstart import format_report, run_quickstart
+
+    report = run_quickstart(args.out, args.n, args.seed, args.set)
+    print(format_report(report))
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fusionedge.export.precision import PrecisionRefused, describe_copy
+    from fusionedge.export.run import export_run, report_path
+
+    refused = None
+    try:
+        report = export_run(
+            args.run,
+            args.out,
+            args.data,
+            args.opset,
+            int8=args.int8,
+            fp16=args.fp16,
+            force=args.force,
+            split=args.split,
+        )
+    except PrecisionRefused as e:
+        report, refused = e.report, e
+    parity = report["parity"]
+    print(
+        f"wrote {args.out} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}, "
+        f"{report['nodes']} nodes); parity: max |score difference| "
+        f"{parity['max_abs_diff_scores']:.2e} over {parity['cases']} cases"
+    )
+    for precision in ("int8", "fp16"):
+        if precision in report:
+            print(describe_copy(precision, report[precision]))
+    if "split" in report:
+        split = report["split"]
+        print(
+            f"wrote {split['folder']}/ ({', '.join(f'{p}.onnx' for p in split['parts'])}); "
+            f"parity: max |score difference| {split['parity']['max_abs_diff_scores']:.2e} "
+            f"over {split['parity']['cases']} cases"
+        )
+    print(f"report: {report_path(Path(args.out))}")
+    if refused is not None:
+        print(f"fusionedge export: error: {refused}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fusionedge.runtime import Predictor
+
+    with Predictor.from_path(args.model, providers=args.providers) as predictor:
+        result = predictor.predict(image=args.image, audio=args.audio, text=args.text)
+    if args.json:
+        out = result.to_dict()
+        out.pop("embedding")
+        out["providers"] = predictor.providers
+        print(json.dumps(out))
+        return 0
+    shown = result.label if result.value is None else f"{result.value:.4f}"
+    given = "+".join(m for m, p in result.present.items() if p) or "nothing"
+    print(
+        f"{shown}   (from {given}; {result.latency_ms['total']:.1f} ms on {predictor.providers[0]})"
+    )
+    for label, score in result.top_k:
+        print(f"  {label:<20}{score:.4f}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.info import model_info
+
+    info = model_info(args.model)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    spec = info["spec"]
+    print(
+        f"{args.model}: {info['bytes'] / 1e6:.2f} MB, fusionedge {spec['fusionedge_version']}, "
+        f"schema {spec['schema_version']}, opset {info['opset']}"
+    )
+    print(f"  task {spec['task']}, {len(spec['labels'])} labels: {', '.join(spec['labels'])}")
+    width = max(map(len, [*info["inputs"], *info["outputs"]])) + 2
+    for name, value in info["inputs"].items():
+        print(f"  input  {name:<{width}}{value}")
+    for name, value in info["outputs"].items():
+        print(f"  output {name:<{width}}{value}")
+    if "split_parts" in info:
+        parts = ", ".join(f"{k}.onnx {v / 1e6:.2f} MB" for k, v in info["split_parts"].items())
+        print(f"  split model: {parts} (inputs and outputs above are the fusion part's)")
+    print(f"  preprocessing: {json.dumps(info['preprocessing'])}")
+    print(f"  validation metrics at training: {json.dumps(info['metrics'])}")
+    print(f"  providers available: {', '.join(info['providers_available'])}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fusionedge.bench import bench, format_bench
+    from fusionedge.runtime.bench import BenchOptions, parse_batches
+
+    options = BenchOptions(
+        batches=parse_batches(args.batch),
+        repeats=args.repeats,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        threads=args.threads,
+        providers=args.providers,
+        spinning=not args.no_spinning,
+        data=Path(args.data) if args.data else None,
+        split=args.split,
+        seed=args.seed,
+    )
+    report = bench(args.model, options, args.vs_torch)
+    print(json.dumps(report) if args.json else format_bench(report))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.live import LiveOptions
+    from fusionedge.runtime.session import LiveConfig, run_live
+
+    if args.camera is None and args.mic is None and args.text is None:
+        raise ValueError("give at least one of --camera, --mic, --text")
+    config = LiveConfig(
+        model=Path(args.model),
+        camera=args.camera,
+        mic=args.mic,
+        text=args.text,
+        headless=args.headless,
+        jsonl=Path(args.jsonl) if args.jsonl else None,
+        duration_s=args.duration,
+        threads=args.threads,
+        providers=args.providers,
+        options=LiveOptions(
+            stale_ms=args.stale_ms,
+            rate_hz=args.rate,
+            smoothing=args.smoothing,
+            audio_hop_ms=args.audio_hop_ms,
+        ),
+    )
+    count = run_live(config)
+    print(f"{count} results", file=sys.stderr)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.devices import list_audio_inputs, list_cameras
+
+    cameras = list_cameras(args.max_cameras)
+    try:
+        audio = list_audio_inputs()
+        audio_error = None
+    except ImportError as e:
+        audio, audio_error = [], str(e)
+    if args.json:
+        print(json.dumps({"cameras": cameras, "audio_inputs": audio, "audio_error": audio_error}))
+        return 0
+    print("cameras:" if cameras else f"cameras: none opened (indices 0-{args.max_cameras - 1})")
+    for c in cameras:
+        print(f"  {c['index']}: {c['width']}x{c['height']} at {c['fps']} fps ({c['backend']})")
+    print("audio inputs:" if audio else f"audio inputs: none ({audio_error or 'no device'})")
+    for a in audio:
+        mark = " (default)" if a["default"] else ""
+        print(
+            f"  {a['index']}: {a['name']}{mark}, {a['channels']} ch, {a['hostapi']}, "
+            f"default {a['default_samplerate']:.0f} Hz, accepts {a['rates']}"
+        )
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.camera import CameraSource
+    from fusionedge.runtime.record import RecordConfig, record
+    from fusionedge.runtime.session import open_audio
+
+    config = RecordConfig(
+        out=Path(args.dir),
+        label=args.label,
+        count=args.count,
+        interval_s=args.interval,
+        window_s=args.window,
+        text=args.text,
+        split=args.split,
+    )
+    camera = CameraSource(args.camera).start() if args.camera is not None else None
+    audio = open_audio(args.mic, args.rate) if args.mic is not None else None
+    try:
+        time.sleep(args.warmup)  # let the first frames and audio blocks arrive
+        lines = record(config, camera, audio)
+    finally:
+        for source in (camera, audio):
+            if source is not None:
+                source.stop()
+    print(
+        f"recorded {len(lines)} samples of {args.label!r} into {Path(args.dir) / 'manifest.jsonl'}"
+    )
+    return 0
