@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fusionedge.arrays import SampleArrays, load_arrays
-from fusionedge.manifest import read_manifest
+from fusionedge.manifest import Manifest, Record, read_manifest
 from fusionedge.metrics import task_metrics
 from fusionedge.spec import ModelSpec
 
@@ -63,8 +63,8 @@ def evaluate_scores(
     return result
 
 
-def load_split(data: str | Path, split: str, spec: ModelSpec) -> tuple[Path, SampleArrays]:
-    """A data set's split decoded for the spec; returns the manifest path and the arrays.
+def split_records(data: str | Path, split: str) -> tuple[Manifest, list[Record]]:
+    """The manifest and the records of one split.
 
     Raises:
         ValueError: the split has no samples.
@@ -73,6 +73,16 @@ def load_split(data: str | Path, split: str, spec: ModelSpec) -> tuple[Path, Sam
     records = manifest.split(split)
     if not records:
         raise ValueError(f"{manifest.path}: the {split!r} split is empty")
+    return manifest, records
+
+
+def load_split(data: str | Path, split: str, spec: ModelSpec) -> tuple[Path, SampleArrays]:
+    """A data set's split decoded for the spec; returns the manifest path and the arrays.
+
+    Raises:
+        ValueError: the split has no samples.
+    """
+    manifest, records = split_records(data, split)
     return manifest.path, load_arrays(records, spec, manifest.path)
 
 

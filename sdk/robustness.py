@@ -21,7 +21,7 @@ import numpy as np
 
 from fusionedge import corrupt
 from fusionedge.arrays import SampleArrays, load_arrays
-from fusionedge.manifest import read_manifest
+from fusionedge.evaluation import split_records
 from fusionedge.metrics import task_metrics
 from fusionedge.spec import ModelSpec
 from fusionedge.tokenizer import Tokenizer
@@ -69,10 +69,7 @@ def load_samples(data: str | Path, split: str, spec: ModelSpec) -> RobustnessSam
     Raises:
         ValueError: the split has no samples.
     """
-    manifest = read_manifest(data)
-    records = manifest.split(split)
-    if not records:
-        raise ValueError(f"{manifest.path}: the {split!r} split is empty")
+    manifest, records = split_records(data, split)
     arrays = load_arrays(records, spec, manifest.path)
     # Record keeps only the contract's fields; the demo's marker is read from the raw lines.
     marks: dict[int, Any] = {}
