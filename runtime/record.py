@@ -5,6 +5,10 @@ on it, saved as img/<id>.png and wav/<id>.wav and appended to DIR/manifest.jsonl
 files are written before the manifest line, and the line is appended, flushed and synced
 in one write, so an interrupted recording never leaves a line that points at nothing and
 never damages the lines already there.
+
+Every line of one recording session carries the same group (a fresh name per call, or
+--group NAME), so the hash split keeps a session's samples in one split: near-identical
+moments of one sitting never end up on both sides of train and validation.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +39,9 @@ class RecordConfig:
         interval_s: Seconds between samples (time to show the next card, say).
         window_s: Seconds of audio per sample, centred on the frame's capture time.
         text: A fixed text hint stored with each sample, or None.
-        split: A split for the new lines, or None (then it comes from the id's hash).
+        split: A split for the new lines, or None (then it comes from the group's hash).
+        group: The group of the new lines (a speaker, a session), or None for a fresh
+            name for this session.
     """
 
     out: Path
@@ -44,6 +51,13 @@ class RecordConfig:
     window_s: float = 1.0
     text: str | None = None
     split: str | None = None
+    group: str | None = None
+
+
+def session_group() -> str:
+    """A new group name for one recording session: its start time, plus random hex so that
+    two sessions started in the same second (on two machines, say) stay apart."""
+    return f"session-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def existing_ids(out: Path) -> set[str]:
@@ -65,6 +79,9 @@ def record(
         raise ValueError("record needs a camera, a microphone, or both")
     if not config.label.strip():
         raise ValueError("--label must be a non-empty class name")
+    if config.group is not None and not config.group.strip():
+        raise ValueError("--group must be a non-empty name (a speaker, a session)")
+    group = config.group if config.group is not None else session_group()
     out = config.out
     (out / "img").mkdir(parents=True, exist_ok=True)
     (out / "wav").mkdir(parents=True, exist_ok=True)
@@ -111,6 +128,7 @@ def record(
         line["label"] = config.label
         if config.split:
             line["split"] = config.split
+        line["group"] = group
         if "image" not in line and "audio" not in line and "text" not in line:
             log.warning("sample %s: nothing captured; skipped", sample_id)
             continue

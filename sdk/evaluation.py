@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fusionedge.arrays import SampleArrays, load_arrays
-from fusionedge.manifest import Manifest, Record, read_manifest
+from fusionedge.manifest import Manifest, Record, group_overlap, read_manifest
 from fusionedge.metrics import task_metrics
 from fusionedge.spec import ModelSpec
 
@@ -72,30 +72,49 @@ def split_records(data: str | Path, split: str) -> tuple[Manifest, list[Record]]
     manifest = read_manifest(data)
     records = manifest.split(split)
     if not records:
-        raise ValueError(f"{manifest.path}: the {split!r} split is empty")
+        # With few groups the group hash can leave a split empty: say why and what helps.
+        hint = (
+            "; lines without a split take their group's, so a data set of few groups "
+            "can leave one empty: give some lines an explicit split"
+            if any(r.group is not None for r in manifest.records)
+            else ""
+        )
+        raise ValueError(f"{manifest.path}: the {split!r} split is empty{hint}")
     return manifest, records
 
 
-def load_split(data: str | Path, split: str, spec: ModelSpec) -> tuple[Path, SampleArrays]:
-    """A data set's split decoded for the spec; returns the manifest path and the arrays.
+def load_split(data: str | Path, split: str, spec: ModelSpec) -> tuple[Manifest, SampleArrays]:
+    """A data set's split decoded for the spec; returns the manifest and the arrays.
 
     Raises:
         ValueError: the split has no samples.
     """
     manifest, records = split_records(data, split)
-    return manifest.path, load_arrays(records, spec, manifest.path)
+    return manifest, load_arrays(records, spec, manifest.path)
 
 
 def describe(
-    result: dict[str, Any], model: str | Path, manifest: Path, split: str, spec: ModelSpec
+    result: dict[str, Any], model: str | Path, manifest: Manifest, split: str, spec: ModelSpec
 ) -> dict[str, Any]:
-    """Adds what was evaluated (model, data, split, modalities, labels, task) to a result."""
+    """Adds what was evaluated (model, data, split, modalities, labels, task) to a result,
+    and "groups" when the split's lines have groups (see split_groups)."""
     result.update(
         model=str(model),
-        data=str(manifest),
+        data=str(manifest.path),
         split=split,
         modalities=list(spec.modalities),
         labels=list(spec.labels),
         task=spec.task,
     )
+    groups = split_groups(manifest, split)
+    if groups is not None:
+        result["groups"] = groups
     return result
+
+
+def split_groups(manifest: Manifest, split: str) -> dict[str, int] | None:
+    """How many of a split's groups the train split also has, or None when no line of the
+    split has a group: a score on speakers or sessions the model trained on says little
+    about new ones."""
+    overlap = group_overlap(manifest.split("train"), manifest.split(split))
+    return overlap if overlap["n_groups"] else None

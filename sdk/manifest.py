@@ -1,7 +1,10 @@
 """Manifest data sets: a folder with manifest.jsonl, one JSON object per sample.
 
     {"id": "s1", "image": "img/s1.png", "audio": "wav/s1.wav", "text": "seven",
-     "label": "seven", "split": "train"}
+     "label": "seven", "split": "train", "group": "speaker-3"}
+
+A line without a split gets one from a stable hash of its group, or of its id when it has
+no group, so that every sample of a speaker or session lands in the same split.
 
 Reading validates every line and reports every problem at once, each with the file, the
 line number and the field, so a user fixes a broken data set in one pass instead of one
@@ -14,6 +17,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -22,7 +26,7 @@ from fusionedge.spec import MODALITIES
 
 MANIFEST_NAME = "manifest.jsonl"
 SPLITS = ("train", "val", "test")
-KEYS = ("id", "image", "audio", "text", "label", "split")
+KEYS = ("id", "image", "audio", "text", "label", "split", "group")
 
 Label = Union[str, tuple[str, ...], float]  # noqa: UP007 (a runtime alias on Python 3.10)
 
@@ -55,7 +59,11 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One validated manifest line. Paths are absolute; absent modalities are None."""
+    """One validated manifest line. Paths are absolute; absent modalities are None.
+
+    group names what the sample shares with others (a speaker, a session, a recording);
+    None when the line has none.
+    """
 
     id: str
     line: int
@@ -64,6 +72,7 @@ class Record:
     image: Path | None = None
     audio: Path | None = None
     text: str | None = None
+    group: str | None = None
 
     def has(self, modality: str) -> bool:
         return getattr(self, modality) is not None
@@ -101,7 +110,9 @@ def split_for_id(sample_id: str, val_fraction: float = 0.1, test_fraction: float
     """The split a sample without one belongs to: a stable hash of its id.
 
     Hashing the id (not the line number) keeps a sample in the same split when lines are
-    added, removed or reordered, so test samples never leak into training later.
+    added, removed or reordered, so test samples never leak into training later. A line
+    with a group passes the group's name here instead, which keeps the whole group in one
+    split.
     """
     digest = hashlib.sha256(sample_id.encode("utf-8")).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
@@ -227,9 +238,20 @@ def _parse_line(
     ):
         bad("", "a sample needs at least one of image, audio, text")
     label = _parse_label(obj.get("label"), "label" in obj, require_labels, bad)
+    group = obj.get("group")
+    if group is not None and (not isinstance(group, str) or not group.strip()):
+        bad(
+            "group",
+            f"expected a non-empty string naming the sample's speaker, session or "
+            f"recording; got {group!r}",
+        )
+        group = None
     split = obj.get("split")
     if split is None:
-        split = split_for_id(sample_id) if sample_id else "train"
+        # Hashing the group keeps every sample of a speaker or session in one split, so
+        # validation and test measure groups the model has not seen.
+        key = group or sample_id
+        split = split_for_id(key) if key else "train"
     elif split not in SPLITS:
         bad("split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
     if len(problems) > before:
@@ -242,7 +264,72 @@ def _parse_line(
         image=files["image"],
         audio=files["audio"],
         text=text,
+        group=group,
     )
+
+
+def group_overlap(seen: Iterable[Record], records: Iterable[Record]) -> dict[str, int]:
+    """How many of the groups in `records` also occur in `seen` (the train split, say).
+
+    Only lines with a group count: a data set without groups gives zeros throughout.
+
+    Returns:
+        n_groups: Distinct groups in records.
+        n_samples: Records with a group.
+        seen_in_train: Those groups that also occur in seen.
+        samples_in_seen_groups: Records whose group occurs in seen.
+    """
+    seen_groups = {r.group for r in seen if r.group is not None}
+    grouped = [r for r in records if r.group is not None]
+    groups = {r.group for r in grouped}
+    return {
+        "n_groups": len(groups),
+        "n_samples": len(grouped),
+        "seen_in_train": len(groups & seen_groups),
+        "samples_in_seen_groups": sum(r.group in seen_groups for r in grouped),
+    }
+
+
+def hold_out(records: list[Record], every: int = 10) -> tuple[list[Record], list[Record]]:
+    """(train, val) for a data set without a val split: about 1 in `every` samples.
+
+    With groups, whole groups are held out (in the order of their hash, skipping any that
+    would take more than half the samples, until they cover an `every`-th), so validation
+    measures new speakers or sessions; without groups, or with a single one, every
+    `every`-th sample.
+    """
+    groups = sorted({r.group for r in records if r.group is not None}, key=_group_order)
+    if len(groups) < 2:
+        return [r for i, r in enumerate(records) if i % every], records[::every]
+    sizes = Counter(r.group for r in records)
+    held: set[str] = set()
+    taken = 0
+    for g in groups:
+        if taken * every >= len(records):
+            break
+        if (taken + sizes[g]) * 2 <= len(records):
+            held.add(g)
+            taken += sizes[g]
+    if not held:
+        return [r for i, r in enumerate(records) if i % every], records[::every]
+    return [r for r in records if r.group not in held], [r for r in records if r.group in held]
+
+
+def _group_order(group: str) -> bytes:
+    return hashlib.sha256(group.encode("utf-8")).digest()
+
+
+def missing_classes(manifest: Manifest, train: Iterable[Record]) -> list[str]:
+    """Class names of the data set that no training sample carries."""
+    if manifest.label_kind not in ("class", "multilabel"):
+        return []
+    seen: set[str] = set()
+    for r in train:
+        if isinstance(r.label, str):
+            seen.add(r.label)
+        elif isinstance(r.label, tuple):
+            seen.update(r.label)
+    return [c for c in manifest.classes if c not in seen]
 
 
 def _parse_file(value: object, field: str, root: Path, check_files: bool, bad) -> Path | None:

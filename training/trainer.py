@@ -26,7 +26,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from fusionedge.arrays import load_arrays
-from fusionedge.manifest import read_manifest
+from fusionedge.manifest import group_overlap, hold_out, missing_classes, read_manifest
 from fusionedge.metrics import primary_metric
 from fusionedge.spec import ModelSpec
 from fusionedge.training import distributed
@@ -347,9 +347,32 @@ def train(
     if not val_records:
         # Without a validation split early stopping and "best" have nothing to go on;
         # hold out a deterministic tenth of the training samples instead.
-        log.warning("no val split in %s: holding out every 10th training sample", manifest.path)
-        val_records = train_records[::10]
-        train_records = [r for i, r in enumerate(train_records) if i % 10]
+        train_records, val_records = hold_out(train_records)
+        log.warning(
+            "no val split in %s: holding out %d of the training samples (whole groups "
+            "when the lines have a `group`)",
+            manifest.path,
+            len(val_records),
+        )
+    unseen = missing_classes(manifest, train_records)
+    if unseen and ctx.is_main:
+        log.warning(
+            "no training sample has the label(s) %s: the model cannot learn them. With few "
+            "groups, a whole label can hash into val or test; give those lines a `split`",
+            ", ".join(map(repr, unseen)),
+        )
+    val_groups = group_overlap(train_records, val_records)
+    if val_groups["seen_in_train"] and ctx.is_main:
+        log.warning(
+            "%d of %d val groups (%d of %d val samples with a group) also occur in the train "
+            "split: validation, early stopping and best.safetensors then reward knowing those "
+            "speakers or sessions, not handling new ones. Keep each group in one split: leave "
+            "`split` out of the lines (the hash of their `group` picks one) or set it per group",
+            val_groups["seen_in_train"],
+            val_groups["n_groups"],
+            val_groups["samples_in_seen_groups"],
+            val_groups["n_samples"],
+        )
 
     device = resolve_device(distributed.device_for(config.device, ctx))
     distributed.check_size(len(train_records), ctx)
@@ -538,6 +561,8 @@ def train(
         f"best_val_{metric}": state["best"],
         "val": best.spec.metrics.get("val", {}),
         "balance": balance_summary(config, spec, train_arrays.targets, loss_weights),
+        # How many val groups training also saw (zeros when the lines have no group).
+        "val_groups": val_groups,
         # Where the data set was: export checks parity on its validation samples.
         "data": str(manifest.path.resolve()),
     }

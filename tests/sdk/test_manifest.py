@@ -13,6 +13,8 @@ from fusionedge.manifest import (
     MANIFEST_NAME,
     ManifestError,
     Problem,
+    Record,
+    group_overlap,
     read_manifest,
     split_for_id,
 )
@@ -101,6 +103,24 @@ ERROR_CASES = [
     ),
     pytest.param(
         '{"id": "b", "text": "x", "label": "cat", "split": 1}', "split", "got 1", id="int-split"
+    ),
+    pytest.param(
+        '{"id": "b", "text": "x", "label": "cat", "group": 3}',
+        "group",
+        "expected a non-empty string naming the sample's speaker, session or recording; got 3",
+        id="int-group",
+    ),
+    pytest.param(
+        '{"id": "b", "text": "x", "label": "cat", "group": " "}',
+        "group",
+        "non-empty string",
+        id="blank-group",
+    ),
+    pytest.param(
+        '{"id": "b", "text": "x", "label": "cat", "group": ["alice"]}',
+        "group",
+        "got ['alice']",
+        id="list-group",
     ),
     pytest.param(
         '{"id": "b", "label": "cat"}',
@@ -319,6 +339,83 @@ def test_split_comes_from_the_id_unless_given(root, media):
         manifest.split("dev")
 
 
+# Splits that split_for_id gave before groups existed: a data set without groups must keep
+# every sample in the split it had, or test samples would move into training.
+OLD_SPLITS = {
+    "a": "train",
+    "sample-1": "test",
+    "sample-2": "val",
+    "sample-3": "train",
+    "sample-19": "test",
+    "sample-21": "val",
+    "x9": "test",
+    "é-1": "train",
+}
+
+
+def test_lines_without_a_group_keep_the_split_of_their_id(root, media):
+    assert {i: split_for_id(i) for i in OLD_SPLITS} == OLD_SPLITS
+    media.manifest(root, [{"id": i, "text": "x", "label": "cat"} for i in OLD_SPLITS])
+    records = read_manifest(root).records
+    assert {r.id: r.split for r in records} == OLD_SPLITS
+    assert all(r.group is None for r in records)
+
+
+def test_group_is_parsed_and_null_group_is_absent(root, media):
+    lines = [
+        {**GOOD, "group": "alice"},
+        {"id": "b", "text": "x", "label": "cat", "group": None},
+    ]
+    media.manifest(root, lines)
+    assert [r.group for r in read_manifest(root).records] == ["alice", None]
+
+
+def test_the_hash_split_keeps_each_group_in_one_split(root, media):
+    # 200 groups of 5: every group lands whole in the split of its name's hash, and the
+    # groups still spread over train, val and test.
+    lines = [
+        {"id": f"g{g}-s{s}", "text": "x", "label": "cat", "group": f"speaker-{g}"}
+        for g in range(200)
+        for s in range(5)
+    ]
+    media.manifest(root, lines)
+    splits_of: dict[str, set[str]] = {}
+    for r in read_manifest(root).records:
+        splits_of.setdefault(r.group, set()).add(r.split)
+    assert all(splits == {split_for_id(g)} for g, splits in splits_of.items())
+    assert Counter(s for (s,) in splits_of.values()).keys() == {"train", "val", "test"}
+
+
+def test_an_explicit_split_wins_over_the_group_hash(root, media):
+    group = next(f"p{i}" for i in range(100) if split_for_id(f"p{i}") == "train")
+    lines = [
+        {"id": "a", "text": "x", "label": "cat", "group": group},
+        {"id": "b", "text": "x", "label": "cat", "group": group, "split": "test"},
+    ]
+    media.manifest(root, lines)
+    assert [r.split for r in read_manifest(root).records] == ["train", "test"]
+
+
+def test_group_overlap_counts_only_lines_with_a_group():
+    def rec(i: int, group: str | None) -> Record:
+        return Record(id=f"s{i}", line=i, split="train", label="cat", text="x", group=group)
+
+    train = [rec(0, "alice"), rec(1, "bob"), rec(2, None)]
+    val = [rec(3, "alice"), rec(4, "alice"), rec(5, "carol"), rec(6, None)]
+    assert group_overlap(train, val) == {
+        "n_groups": 2,
+        "n_samples": 3,
+        "seen_in_train": 1,
+        "samples_in_seen_groups": 2,
+    }
+    assert group_overlap([rec(0, None)], [rec(1, None)]) == {
+        "n_groups": 0,
+        "n_samples": 0,
+        "seen_in_train": 0,
+        "samples_in_seen_groups": 0,
+    }
+
+
 def test_modalities_classes_and_paths_are_inferred(root, media):
     lines = [
         {"id": "a", "image": "img/a.png", "label": "dog"},
@@ -373,3 +470,38 @@ def test_invalid_utf8_line_names_file_and_line(root, media):
     with pytest.raises(ManifestError) as err:
         read_manifest(root)
     assert f"{manifest}:2" in str(err.value)
+
+
+def test_hold_out_keeps_groups_whole_and_ungrouped_data_as_before(root, media):
+    from fusionedge.manifest import hold_out
+
+    lines = [
+        {"id": f"{g}-{i}", "text": "x", "label": "a", "group": g, "split": "train"}
+        for g, n in [("big", 60), ("p", 10), ("q", 10), ("r", 10), ("s", 10)]
+        for i in range(n)
+    ]
+    media.manifest(root, lines)
+    records = read_manifest(root).records
+    train, val = hold_out(list(records))
+    assert {r.group for r in train}.isdisjoint({r.group for r in val})
+    assert len(train) + len(val) == 100 and 10 <= len(val) <= 40
+    assert "big" not in {r.group for r in val}  # would leave less than half to train
+    plain = [{"id": f"s{i}", "text": "x", "label": "a", "split": "train"} for i in range(30)]
+    media.manifest(root, plain)
+    records = list(read_manifest(root).records)
+    train, val = hold_out(records)
+    assert val == records[::10] and train == [r for i, r in enumerate(records) if i % 10]
+
+
+def test_missing_classes_names_labels_without_training_samples(root, media):
+    from fusionedge.manifest import missing_classes
+
+    lines = [
+        {"id": "a", "text": "x", "label": "cat", "split": "train"},
+        {"id": "b", "text": "y", "label": "dog", "split": "val"},
+        {"id": "c", "text": "z", "label": "eel", "split": "test"},
+    ]
+    media.manifest(root, lines)
+    manifest = read_manifest(root)
+    assert missing_classes(manifest, manifest.split("train")) == ["dog", "eel"]
+    assert missing_classes(manifest, manifest.records) == []
