@@ -60,3 +60,29 @@ def robustness_model_file(
     return evaluate_robustness(
         predictor.spec, samples, lambda arrays: score_arrays(predictor, arrays), noise=noise
     )
+
+
+def live_model_file(
+    model: str | Path | Predictor,
+    data: str | Path,
+    split: str = "test",
+    seed: int = 0,
+    providers: str = "auto",
+) -> dict[str, Any]:
+    """Live-condition evaluation (fusionedge.live_eval) of an ONNX file or split folder.
+
+    A split model re-encodes audio only every audio hop in the live loop, so its turns
+    reuse a window until the frames have moved a hop on (LiveOptions' default hop).
+    """
+    from fusionedge.live_eval import LiveSettings, evaluate_live
+    from fusionedge.runtime.live import LiveOptions
+
+    predictor = model if isinstance(model, Predictor) else Predictor.from_path(model, providers)
+    options = LiveOptions()
+    settings = LiveSettings(
+        smoothing=options.smoothing,
+        audio_hop_ms=options.audio_hop_ms if predictor.split is not None else None,
+    )
+    return evaluate_live(
+        predictor.spec, data, split, lambda arrays: score_arrays(predictor, arrays), seed, settings
+    )

@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also every subset of modalities (others missing) and each modality under "
         "increasing noise; draws robustness.png in the run folder",
     )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="also each sample as a live camera and microphone deliver it: the image in a "
+        "JPEG camera frame, the audio at a random place in a noisy sliding window",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --live scenes (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_eval)
 
@@ -195,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=1.0, help="seconds of audio per sample")
     p.add_argument("--rate", type=int, default=16000, help="microphone rate to ask for")
     p.add_argument("--split", choices=["train", "val", "test"], help="split of the new lines")
+    p.add_argument(
+        "--group",
+        help="group of the new lines, e.g. a speaker (default: a new name for this session)",
+    )
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before the first sample")
     p.set_defaults(run_command=commands.cmd_record)
 

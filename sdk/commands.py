@@ -93,6 +93,18 @@ def robustness(model: str, data: str, split: str) -> dict[str, Any]:
     return result
 
 
+def live(model: str, data: str, split: str, seed: int) -> dict[str, Any]:
+    """The `live` key of `fusionedge eval --live`: each sample as the live loop meets it
+    (fusionedge.live_eval), through the same backend as the plain evaluation."""
+    if is_model_file(model):
+        from fusionedge.runtime.evaluate import live_model_file
+
+        return live_model_file(model, data, split, seed)
+    from fusionedge.training.evaluate import live_run
+
+    return live_run(model, data, split, seed)
+
+
 def format_eval(result: dict[str, Any]) -> str:
     key = "mae" if result["task"] == "regression" else "accuracy"
     lines = [
@@ -106,10 +118,21 @@ def format_eval(result: dict[str, Any]) -> str:
         lines.append(
             f"  {name:<16}{values[key]:>10.4f}" + (f"{f1:>10.4f}" if f1 is not None else "")
         )
+    if "groups" in result:
+        groups = result["groups"]
+        lines.append(
+            f"  groups: {groups['n_groups']}, of which {groups['seen_in_train']} also in the "
+            f"train split ({groups['samples_in_seen_groups']} of {groups['n_samples']} "
+            "grouped samples)"
+        )
     if "robustness" in result:
         from fusionedge.robustness import format_robustness
 
         lines += [format_robustness(result["robustness"]), f"chart: {result['robustness']['png']}"]
+    if "live" in result:
+        from fusionedge.live_eval import format_live
+
+        lines.append(format_live(result["live"]))
     return "\n".join(lines)
 
 
@@ -117,6 +140,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.model, args.data, args.split)
     if args.robustness:
         result["robustness"] = robustness(args.model, args.data, args.split)
+    if args.live:
+        result["live"] = live(args.model, args.data, args.split, args.seed)
     print(json.dumps(result) if args.json else format_eval(result))
     return 0
 
@@ -325,6 +350,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         window_s=args.window,
         text=args.text,
         split=args.split,
+        group=args.group,
     )
     camera = CameraSource(args.camera).start() if args.camera is not None else None
     audio = open_audio(args.mic, args.rate) if args.mic is not None else None
@@ -335,7 +361,17 @@ def cmd_record(args: argparse.Namespace) -> int:
         for source in (camera, audio):
             if source is not None:
                 source.stop()
+    where = ""
+    if lines:
+        from fusionedge.manifest import split_for_id
+
+        # Named because the whole session lands in one split: with few sessions, a label
+        # recorded in one of them can miss the train split altogether.
+        group = lines[0]["group"]
+        split = args.split or split_for_id(group)
+        where = f" (group {group!r}, {split} split)"
     print(
-        f"recorded {len(lines)} samples of {args.label!r} into {Path(args.dir) / 'manifest.jsonl'}"
+        f"recorded {len(lines)} samples of {args.label!r} into "
+        f"{Path(args.dir) / 'manifest.jsonl'}{where}"
     )
     return 0

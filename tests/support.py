@@ -334,8 +334,9 @@ def read_weights(path: Path) -> dict[str, Any]:
         return {k: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}  # noqa: SIM118
 
 
-def train_and_export(data: Path, root: Path) -> Path:
-    """A tiny model trained 6 epochs on data and exported to root/model.onnx.
+def train_and_export(data: Path, root: Path, split: bool = False) -> Path:
+    """A tiny model trained 6 epochs on data and exported to root/model.onnx (and, with
+    split, to the split folder root/model.split too).
 
     Training sets torch's thread count from the tiny config; it is restored afterwards so
     the tests that run next see the process as it was.
@@ -348,7 +349,7 @@ def train_and_export(data: Path, root: Path) -> Path:
     threads = torch.get_num_threads()
     try:
         train(data, root / "run", tiny_config("epochs=6"), progress=False)
-        export_run(root / "run", root / "model.onnx", data)
+        export_run(root / "run", root / "model.onnx", data, split=split)
     finally:
         torch.set_num_threads(threads)
     return root / "model.onnx"

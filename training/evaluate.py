@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusionedge.evaluation import describe, load_split
 from fusionedge.training.checkpoint import load_checkpoint, load_model
 from fusionedge.training.device import resolve_device
 from fusionedge.training.predict import evaluate_arrays
+
+if TYPE_CHECKING:
+    from fusionedge.robustness import ArraysScoreFn
+    from fusionedge.spec import ModelSpec
 
 
 def resolve_checkpoint(model: str | Path) -> Path:
@@ -47,10 +51,18 @@ def robustness_run(
     noise: bool = True,
 ) -> dict[str, Any]:
     """Missing- and noisy-modality evaluation (fusionedge.robustness) of a run, in PyTorch."""
+    from fusionedge.robustness import evaluate_robustness, load_samples
+
+    spec, score = arrays_scorer(model, device)
+    return evaluate_robustness(spec, load_samples(data, split, spec), score, noise=noise)
+
+
+def arrays_scorer(model: str | Path, device: str = "auto") -> tuple[ModelSpec, ArraysScoreFn]:
+    """A run's spec and a function decoded samples -> scores [N, C], in PyTorch: the
+    backend of the robustness and live evaluations."""
     import torch
 
     from fusionedge.arrays import SampleArrays
-    from fusionedge.robustness import evaluate_robustness, load_samples
     from fusionedge.training.predict import predict_logits
 
     path = resolve_checkpoint(model)
@@ -63,4 +75,15 @@ def robustness_run(
         with torch.no_grad():
             return net.head.scores(torch.from_numpy(logits).to(torch_device)).cpu().numpy()
 
-    return evaluate_robustness(spec, load_samples(data, split, spec), score, noise=noise)
+    return spec, score
+
+
+def live_run(
+    model: str | Path, data: str | Path, split: str = "test", seed: int = 0, device: str = "auto"
+) -> dict[str, Any]:
+    """Live-condition evaluation (fusionedge.live_eval) of a run, in PyTorch; turns are
+    scored as a single-file model runs them (every turn encodes its own window)."""
+    from fusionedge.live_eval import evaluate_live
+
+    spec, score = arrays_scorer(model, device)
+    return evaluate_live(spec, data, split, score, seed)
