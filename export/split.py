@@ -59,18 +59,17 @@ class AudioBodyPart(nn.Module):
 
     def __init__(self, model: FusedModel) -> None:
         super().__init__()
-        encoder = model.encoders["audio"]
-        self.norm, self.body = encoder.norm, encoder.body
+        self.encoder = model.encoders["audio"]
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        return self.body(self.norm(logmel)).float()
+        return self.encoder.encode_logmel(logmel).float()
 
 
 def has_frontend(model: FusedModel) -> bool:
     """Whether the audio encoder is a log-mel front end and a body (MelEncoder): then the
     front end gets its own file, so a live loop can compute the log-mel of new audio only."""
     encoder = model.encoders["audio"] if "audio" in model.spec.modalities else None
-    return all(hasattr(encoder, name) for name in ("logmel", "norm", "body"))
+    return all(hasattr(encoder, name) for name in ("logmel", "encode_logmel"))
 
 
 class FusionPart(nn.Module):

@@ -8,8 +8,9 @@ generator the trainer seeds by (seed, epoch), so a resumed CPU run repeats exact
 Config keys (all 0 / None by default except the image geometry, which is what the demo
 data was tuned with):
 
-    augment.image.{rotate_deg, scale, translate, crop, flip, color_jitter, noise}
-    augment.audio.{gain_db, shift_s, noise_snr_db}
+    augment.image.{rotate_deg, scale, translate, crop, flip, color_jitter, noise, zoom_out,
+                   aspect, blur}
+    augment.audio.{gain_db, shift_s, noise_snr_db, speed}
     augment.audio.spec_augment.{time_masks, time_width, freq_masks, freq_width}
     augment.text.{token_dropout, typo_rate}
 """
@@ -48,6 +49,15 @@ class ImageAugment:
             [1 - x, 1 + x].
         noise: Gaussian pixel noise with a standard deviation drawn from [0, x] of the
             full 0-255 range.
+        zoom_out: The image becomes an object in a camera's view: its side spans a
+            fraction drawn from [1 - x, 1] of the frame, at a random place where it fits,
+            on a random background (a colour, a gradient and noise). A camera rarely
+            frames what it is shown the way the training files were cropped.
+        aspect: The aspect ratio changes by a factor drawn log-uniformly from
+            [1 / (1 + x), 1 + x]: a 4:3 camera frame resized to a square model input
+            squeezes what it shows by 0.75.
+        blur: Gaussian blur with a sigma drawn from [0, x] pixels of the model's input
+            (focus and motion).
     """
 
     rotate_deg: float = 12.0
@@ -57,21 +67,34 @@ class ImageAugment:
     flip: float = 0.0
     color_jitter: float = 0.0
     noise: float = 0.0
+    zoom_out: float = 0.0
+    aspect: float = 0.0
+    blur: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.rotate_deg >= 0, "image.rotate_deg", "0 (off) or more degrees")
-        for key in ("scale", "translate", "crop", "color_jitter"):
+        _check(self.aspect >= 0, "image.aspect", "0 (off) or more")
+        _check(self.blur >= 0, "image.blur", "0 (off) or more pixels")
+        for key in ("scale", "translate", "crop", "color_jitter", "zoom_out"):
             _check(0 <= getattr(self, key) < 1, f"image.{key}", "a fraction in [0, 1)")
         _check(0 <= self.flip <= 1, "image.flip", "a probability in [0, 1]")
         _check(0 <= self.noise <= 1, "image.noise", "a fraction in [0, 1]")
 
     @property
     def geometry(self) -> bool:
-        return bool(self.rotate_deg or self.scale or self.translate or self.crop or self.flip)
+        return bool(
+            self.rotate_deg
+            or self.scale
+            or self.translate
+            or self.crop
+            or self.flip
+            or self.zoom_out
+            or self.aspect
+        )
 
     @property
     def enabled(self) -> bool:
-        return self.geometry or bool(self.color_jitter or self.noise)
+        return self.geometry or bool(self.color_jitter or self.noise or self.blur)
 
 
 @dataclass(frozen=True)
@@ -110,21 +133,26 @@ class AudioAugment:
             lost and silence moves in, as when a word starts early or late.
         noise_snr_db: White noise at a signal-to-noise ratio drawn from [x, x + 20] dB
             per sample (None: no noise). Silent (absent) audio stays silent.
+        speed: Playback speed drawn from [1 - x, 1 + x] about the window's centre,
+            which moves tempo and pitch together: another speaker talks faster or
+            slower, higher or lower.
         spec_augment: Time and frequency masks on the log-mel.
     """
 
     gain_db: float = 0.0
     shift_s: float = 0.0
     noise_snr_db: float | None = None
+    speed: float = 0.0
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
 
     def __post_init__(self) -> None:
         _check(self.gain_db >= 0, "audio.gain_db", "0 (off) or more dB")
         _check(self.shift_s >= 0, "audio.shift_s", "0 (off) or more seconds")
+        _check(0 <= self.speed < 1, "audio.speed", "a fraction in [0, 1)")
 
     @property
     def enabled(self) -> bool:
-        return bool(self.gain_db or self.shift_s or self.noise_snr_db is not None)
+        return bool(self.gain_db or self.shift_s or self.noise_snr_db is not None or self.speed)
 
 
 @dataclass(frozen=True)
@@ -207,7 +235,56 @@ def affine_theta(n: int, config: ImageAugment, generator: torch.Generator) -> to
         inner[:, 0, 0], inner[:, 1, 1] = side[:, 0], side[:, 1]
         inner[:, :2, 2], inner[:, 2, 2] = offset, 1.0
         theta = torch.bmm(theta, inner)
+    if config.zoom_out or config.aspect:
+        theta = torch.bmm(theta, framing(n, config, generator))
     return theta
+
+
+def framing(n: int, config: ImageAugment, generator: torch.Generator) -> torch.Tensor:
+    """[N, 3, 3] output -> object coordinates of an object placed in a larger view.
+
+    The object's side is a fraction `size` of the view's (times an aspect factor per
+    axis), centred at `centre`, drawn so that the whole object stays in view.
+    """
+    device = generator.device
+    size = 1 - torch.rand((n, 1), generator=generator, device=device) * config.zoom_out
+    stretch = math.log1p(config.aspect) * uniform(1.0, (n, 1), generator)
+    # Squeeze one axis or the other, never both: the object keeps its area.
+    per_axis = size * torch.cat([stretch.exp().sqrt(), (-stretch).exp().sqrt()], dim=1)
+    per_axis = per_axis / per_axis.max(dim=1, keepdim=True).values.clamp(min=1)
+    centre = uniform(1.0, (n, 2), generator) * (1 - per_axis)
+    inner = torch.zeros(n, 3, 3, device=device)
+    inner[:, 0, 0], inner[:, 1, 1] = 1 / per_axis[:, 0], 1 / per_axis[:, 1]
+    inner[:, :2, 2] = -centre / per_axis
+    inner[:, 2, 2] = 1.0
+    return inner
+
+
+def backgrounds(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """Random scenes [N, 3, H, W] on the 0-255 scale: a colour, a gradient and noise."""
+    n, _, h, w = shape
+    device = generator.device
+    colour = torch.rand((n, 3, 1, 1), generator=generator, device=device) * 255
+    ys = torch.linspace(-1, 1, h, device=device).view(1, 1, h, 1)
+    xs = torch.linspace(-1, 1, w, device=device).view(1, 1, 1, w)
+    slope = uniform(40.0, (n, 2, 1, 1), generator)
+    noise = torch.rand((n, 1, 1, 1), generator=generator, device=device) * 12
+    grain = noise * torch.randn((n, 3, h, w), generator=generator, device=device)
+    return (colour + slope[:, :1] * ys + slope[:, 1:] * xs + grain).clamp(0, 255)
+
+
+def gaussian_blur(x: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image [N, C, H, W] blurred with its own sigma drawn from [0, max_sigma]."""
+    n, c, h, w = x.shape
+    sigma = torch.rand((n, 1), generator=generator, device=generator.device) * max_sigma
+    radius = max(1, math.ceil(3 * max_sigma))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma.to(x.device).clamp(min=1e-3)) ** 2)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # [N*C, K]
+    flat = nn.functional.pad(x.reshape(1, n * c, h, w), (radius,) * 4, mode="replicate")
+    flat = nn.functional.conv2d(flat, kernel.view(n * c, 1, -1, 1), groups=n * c)
+    flat = nn.functional.conv2d(flat, kernel.view(n * c, 1, 1, -1), groups=n * c)
+    return flat.view(n, c, h, w)
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -229,7 +306,15 @@ def augment_images(
     if config.geometry:
         theta = affine_theta(n, config, generator).to(x.device)
         grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-        x = nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
+        if config.zoom_out:
+            # The object on a scene: what falls outside the object is background.
+            warped = nn.functional.grid_sample(x, grid, align_corners=False)
+            inside = nn.functional.grid_sample(torch.ones_like(x[:, :1]), grid, align_corners=False)
+            x = warped + (1 - inside) * backgrounds(x.shape, generator).to(x.device)
+        else:
+            x = nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    if config.blur:
+        x = gaussian_blur(x, config.blur, generator)
     if config.color_jitter:
         brightness, contrast, saturation = 1 + uniform(
             config.color_jitter, (3, n, 1, 1, 1), generator
@@ -242,7 +327,7 @@ def augment_images(
     if config.noise:
         sigma = torch.rand((n, 1, 1, 1), generator=generator, device=x.device) * config.noise * 255
         x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
-    if config.color_jitter or config.noise:
+    if config.color_jitter or config.noise or config.zoom_out:
         x = x.clamp(0, 255)
     return x.permute(0, 2, 3, 1)
 
@@ -256,6 +341,8 @@ def augment_audio(
     if config.gain_db:
         gain = 10 ** (uniform(config.gain_db, (n, 1), generator) / 20)
         x = (x * gain).clamp(-1, 1)
+    if config.speed:
+        x = change_speed(x, config.speed, generator)
     if config.shift_s:
         limit = config.shift_s * sample_rate
         shift = uniform(limit, (n, 1), generator).round().long()
@@ -268,6 +355,22 @@ def augment_audio(
         sigma = torch.sqrt(power / 10 ** (snr_db / 10))
         x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
     return x
+
+
+def change_speed(audio: torch.Tensor, speed: float, generator: torch.Generator) -> torch.Tensor:
+    """[N, S] played at a speed drawn from [1 - speed, 1 + speed] per sample, about the
+    window's centre (linear interpolation; what leaves the window is lost, silence enters).
+    """
+    n, s = audio.shape
+    factor = 1 + uniform(speed, (n, 1), generator).to(audio.device)
+    centre = (s - 1) / 2
+    source = (torch.arange(s, device=audio.device, dtype=audio.dtype) - centre) * factor + centre
+    left = source.floor().long()
+    frac = source - left
+    inside = (left >= 0) & (left + 1 < s)
+    a = audio.gather(1, left.clamp(0, s - 1))
+    b = audio.gather(1, (left + 1).clamp(0, s - 1))
+    return torch.where(inside, a + (b - a) * frac, audio.new_zeros(()))
 
 
 def augment_tokens(

@@ -92,6 +92,7 @@ class MelEncoder(nn.Module):
 
     def __init__(self, spec: AudioSpec, body: nn.Module) -> None:
         super().__init__()
+        self.spec = spec
         self.logmel = LogMel(spec)
         # Log-mel values sit around -10..+5 whatever the gain; BatchNorm over the one input
         # channel learns that offset and scale instead of a hand-picked constant.
@@ -102,10 +103,29 @@ class MelEncoder(nn.Module):
         self.spec_augment: nn.Module | None = None
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        x = self.logmel(audio)
+        return self.encode_logmel(self.logmel(audio))
+
+    def encode_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Everything after the front end (the split export's audio part runs this)."""
+        x = logmel
+        if self.spec.normalize == "window":
+            x = normalize_window(x)
         if self.training and self.spec_augment is not None:
             x = self.spec_augment(x)
         return self.body(self.norm(x))
+
+
+def normalize_window(logmel: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Log-mel [N, 1, bands, frames] with each band's mean over the window removed and
+    divided by the window's standard deviation.
+
+    A gain is an offset on every log-mel value and a microphone's frequency response an
+    offset per band; removing the per-band mean cancels both (cepstral mean normalisation),
+    and the scale makes a quiet far talker and a loud near one look alike. Statistics are
+    of this window only, so the live loop and the exported graph need no running state.
+    """
+    x = logmel - logmel.mean(dim=3, keepdim=True)
+    return x / (x.pow(2).mean(dim=(2, 3), keepdim=True) + eps).sqrt()
 
 
 @AUDIO_ENCODERS.register("mel_cnn")

@@ -92,7 +92,46 @@ class GatedFusion(nn.Module):
         return self.mlp((weights * self.proj(tokens)).sum(dim=1))
 
 
+class LateFusion(nn.Module):
+    """Decision-level fusion: each modality's own linear map, combined over the modalities
+    present only (placeholders take no part).
+
+    With the default linear head, the logits are then the mean ("late") or the sum
+    ("poe") of one linear classifier per modality. The sum of logits is a product of
+    experts: softmax(sum of l_m) is proportional to the product of softmax(l_m), so
+    modalities that agree reinforce each other and an unsure one (flat logits) barely
+    moves the answer. Neither can learn that one modality's feature means something only
+    together with another's; in exchange, a modality that looks unfamiliar at run time
+    (a new speaker, another camera) cannot derail the others through a shared layer.
+    """
+
+    def __init__(
+        self, num_modalities: int, embed_dim: int, dropout: float = 0.1, combine: str = "mean"
+    ) -> None:
+        super().__init__()
+        if combine not in ("mean", "sum"):
+            raise ValueError(f"combine: expected 'mean' or 'sum', got {combine!r}")
+        self.combine = combine
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, embed_dim))
+            for _ in range(num_modalities)
+        )
+
+    def forward(self, tokens: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        outputs = torch.stack([e(tokens[:, i]) for i, e in enumerate(self.experts)], dim=1)
+        weights = present.to(outputs.dtype).unsqueeze(-1)
+        if self.combine == "mean":
+            weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1)
+        return (outputs * weights).sum(dim=1)
+
+
+def product_of_experts(num_modalities: int, embed_dim: int, dropout: float = 0.1) -> nn.Module:
+    return LateFusion(num_modalities, embed_dim, dropout, combine="sum")
+
+
 FUSIONS.register("concat")(ConcatFusion)
 FUSIONS.register("sum")(SumFusion)
 FUSIONS.register("attention")(AttentionFusion)
 FUSIONS.register("gated")(GatedFusion)
+FUSIONS.register("late")(LateFusion)
+FUSIONS.register("poe")(product_of_experts)
