@@ -150,19 +150,35 @@ def compose_frame(
     return frame, Placement(top, left, h, w)
 
 
-def jpeg_roundtrip(bgr: np.ndarray, quality: int) -> np.ndarray:
-    """What a camera delivering MJPEG (most USB webcams) hands over."""
+def jpeg_bytes(bgr: np.ndarray, quality: int) -> bytes:
+    """A BGR frame as the JPEG a camera delivering MJPEG (most USB webcams) sends."""
     ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("cv2 could not JPEG-encode a frame")
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return data.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """BGR uint8 from JPEG bytes."""
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def jpeg_roundtrip(bgr: np.ndarray, quality: int) -> np.ndarray:
+    """What a camera delivering MJPEG (most USB webcams) hands over."""
+    return decode_jpeg(jpeg_bytes(bgr, quality))
+
+
+def camera_jpeg(rgb: np.ndarray, rng: np.random.Generator, settings: LiveSettings) -> bytes:
+    """The JPEG the camera would send: the image composited into a frame, encoded at a
+    drawn quality (the bytes an MJPEG stream carries; the live tests serve them)."""
+    frame, _ = compose_frame(rgb, rng, settings)
+    lo, hi = settings.jpeg_quality_range
+    return jpeg_bytes(frame, int(rng.integers(lo, hi + 1)))
 
 
 def camera_frame(rgb: np.ndarray, rng: np.random.Generator, settings: LiveSettings) -> np.ndarray:
     """The BGR frame the camera would deliver: composited, then JPEG round-tripped."""
-    frame, _ = compose_frame(rgb, rng, settings)
-    lo, hi = settings.jpeg_quality_range
-    return jpeg_roundtrip(frame, int(rng.integers(lo, hi + 1)))
+    return decode_jpeg(camera_jpeg(rgb, rng, settings))
 
 
 # ---------------------------------------------------------------------------------- audio

@@ -1,7 +1,8 @@
 """Helpers for the live-capture tests (imported as `live_helpers`; fixtures are in conftest.py).
 
-Small media written on the fly, an MJPEG-over-HTTP server a test can kill and bring back,
-and a tone writer for a PulseAudio pipe-source FIFO.
+Small media written on the fly, MJPEG-over-HTTP servers a test can kill and bring back
+(numbered frames, or whatever frame a script shows at the moment), tone and recording
+writers for a PulseAudio pipe-source FIFO, and the command that starts the CLI.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import http.server
 import os
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -158,6 +160,56 @@ class MjpegServer:
             time.sleep(0.1)  # handlers notice `dead` within one frame and close
 
 
+class PacedMjpegServer(MjpegServer):
+    """Serves current() as MJPEG at fps, paced by the clock (frame k of a connection at
+    k / fps after it opened, so a slow turn does not make the stream drift); subclasses
+    say what current() shows. kill() and start() as for MjpegServer."""
+
+    def current(self) -> bytes:
+        raise NotImplementedError
+
+    def start(self) -> PacedMjpegServer:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            server: _MjpegHttpServer
+
+            def do_GET(self) -> None:
+                owner.connections += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                start, sent = time.monotonic(), 0
+                try:
+                    while not self.server.dead.is_set():
+                        data = owner.current()
+                        self.wfile.write(
+                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                            % len(data)
+                            + data
+                            + b"\r\n"
+                        )
+                        self.wfile.flush()
+                        owner.sent += 1
+                        sent += 1
+                        time.sleep(max(0.0, start + sent / owner.fps - time.monotonic()))
+                except OSError:
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = _MjpegHttpServer(("127.0.0.1", self.port), Handler)
+        server.owner, server.dead = self, threading.Event()
+        self.port = server.server_address[1]
+        threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="mjpeg-paced", daemon=True
+        ).start()
+        self._server = server
+        return self
+
+
 # ---------------------------------------------------------------------- virtual microphone
 
 
@@ -221,6 +273,65 @@ class FifoTone:
             os.close(fd)
 
 
+class FifoPlayer:
+    """Writes s16le mono into the pipe-source FIFO at real-time pace: silence before
+    play(t0), the recording from t0 on, silence after it; pause() stops writing."""
+
+    def __init__(self, fifo: Path, rate: int, pcm: np.ndarray) -> None:
+        self.fifo, self.rate, self.pcm = fifo, rate, pcm
+        self.t0: float | None = None
+        self.errors: list[str] = []
+        self._running = threading.Event()
+        self._running.set()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fifo-clip", daemon=True)
+        self._thread.start()
+
+    def play(self, t0: float) -> None:
+        self.t0 = t0
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._running.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        block = self.rate // 50  # 20 ms
+        try:
+            fd = os.open(self.fifo, os.O_RDWR)
+        except OSError as e:
+            self.errors.append(repr(e))
+            return
+        try:
+            base, sent, playing = time.monotonic(), 0, False
+            while not self._closed.is_set():
+                if not self._running.is_set():
+                    self._running.wait(0.05)
+                    base, sent = time.monotonic(), 0
+                    continue
+                if self.t0 is not None and not playing:
+                    playing, base, sent = True, self.t0, 0
+                if playing:
+                    pos = round((base - self.t0) * self.rate) + sent
+                    pcm = self.pcm[pos : pos + block]
+                    pcm = np.pad(pcm, (0, block - len(pcm)))
+                else:
+                    pcm = np.zeros(block, np.float32)
+                os.write(fd, (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+                sent += block
+                time.sleep(max(0.0, base + sent / self.rate - time.monotonic()))
+        except OSError as e:
+            self.errors.append(repr(e))
+        finally:
+            os.close(fd)
+
+
 @dataclass
 class VirtualMic:
     """A PulseAudio pipe source that is the default source of a private daemon."""
@@ -237,6 +348,12 @@ class VirtualMic:
         return subprocess.run(
             ["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10
         )
+
+
+def fusionedge_cmd() -> list[str]:
+    """The `fusionedge` console script of this environment (or `python -m` the CLI)."""
+    script = Path(sys.executable).with_name("fusionedge")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "fusionedge.cli"]
 
 
 def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:

@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -30,7 +29,14 @@ import cv2
 import numpy as np
 import pytest
 import soundfile as sf
-from live_helpers import Clip, MjpegServer, VirtualMic, _MjpegHttpServer, wait_for
+from live_helpers import (
+    Clip,
+    FifoPlayer,
+    PacedMjpegServer,
+    VirtualMic,
+    fusionedge_cmd,
+    wait_for,
+)
 
 from fusionedge.manifest import read_manifest
 from fusionedge.runtime import Predictor
@@ -46,11 +52,7 @@ DURATION_S = 18.0  # the script needs ~11 s after playback starts; the rest is s
 # ---------------------------------------------------------------------- clip camera
 
 
-class _ClipServer(_MjpegHttpServer):
-    pass
-
-
-class ClipMjpegServer(MjpegServer):
+class ClipMjpegServer(PacedMjpegServer):
     """Serves the clip's frames as MJPEG: a black frame before play(), frame
     floor((now - t0) * fps) after, the last frame once the clip is over."""
 
@@ -76,111 +78,6 @@ class ClipMjpegServer(MjpegServer):
         i = int((time.monotonic() - self.t0) * self.fps)
         return self.frames[min(max(i, 0), len(self.frames) - 1)]
 
-    def start(self) -> ClipMjpegServer:
-        import http.server
-
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            server: _ClipServer
-
-            def do_GET(self) -> None:
-                owner.connections += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.send_header("Cache-Control", "no-cache")
-                self.end_headers()
-                start, sent = time.monotonic(), 0
-                try:
-                    while not self.server.dead.is_set():
-                        data = owner.current()
-                        self.wfile.write(
-                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                            % len(data)
-                            + data
-                            + b"\r\n"
-                        )
-                        self.wfile.flush()
-                        owner.sent += 1
-                        sent += 1
-                        time.sleep(max(0.0, start + sent / owner.fps - time.monotonic()))
-                except OSError:
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = _ClipServer(("127.0.0.1", self.port), Handler)
-        server.owner, server.dead = self, threading.Event()
-        self.port = server.server_address[1]
-        threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="mjpeg-clip", daemon=True
-        ).start()
-        self._server = server
-        return self
-
-
-# ---------------------------------------------------------------------- clip microphone
-
-
-class FifoPlayer:
-    """Writes s16le mono into the pipe-source FIFO at real-time pace: silence before
-    play(t0), the clip's audio from t0 on, silence after it; pause() stops writing."""
-
-    def __init__(self, fifo: Path, rate: int, pcm: np.ndarray) -> None:
-        self.fifo, self.rate, self.pcm = fifo, rate, pcm
-        self.t0: float | None = None
-        self.errors: list[str] = []
-        self._running = threading.Event()
-        self._running.set()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fifo-clip", daemon=True)
-        self._thread.start()
-
-    def play(self, t0: float) -> None:
-        self.t0 = t0
-
-    def pause(self) -> None:
-        self._running.clear()
-
-    def resume(self) -> None:
-        self._running.set()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._running.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        block = self.rate // 50  # 20 ms
-        try:
-            fd = os.open(self.fifo, os.O_RDWR)
-        except OSError as e:
-            self.errors.append(repr(e))
-            return
-        try:
-            base, sent, playing = time.monotonic(), 0, False
-            while not self._closed.is_set():
-                if not self._running.is_set():
-                    self._running.wait(0.05)
-                    base, sent = time.monotonic(), 0
-                    continue
-                if self.t0 is not None and not playing:
-                    playing, base, sent = True, self.t0, 0
-                if playing:
-                    pos = round((base - self.t0) * self.rate) + sent
-                    pcm = self.pcm[pos : pos + block]
-                    pcm = np.pad(pcm, (0, block - len(pcm)))
-                else:
-                    pcm = np.zeros(block, np.float32)
-                os.write(fd, (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
-                sent += block
-                time.sleep(max(0.0, base + sent / self.rate - time.monotonic()))
-        except OSError as e:
-            self.errors.append(repr(e))
-        finally:
-            os.close(fd)
-
 
 # ---------------------------------------------------------------------- the run
 
@@ -192,11 +89,6 @@ class E2ERun:
     lines: list[dict]  # each with "_arrived": time.monotonic() when read here
     t0: float
     events: dict[str, float] = field(default_factory=dict)
-
-
-def fusionedge_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("fusionedge")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "fusionedge.cli"]
 
 
 @pytest.fixture(scope="module")
