@@ -79,11 +79,12 @@ class AudioSpec:
         f_min: Lowest mel band edge in Hz.
         f_max: Highest mel band edge in Hz; None means sample_rate / 2.
         log_floor: Added before the log so silence stays finite.
-        normalize: Graph side, after the log-mel: "window" subtracts each mel band's mean
-            over the window and divides by the window's standard deviation, so the
-            model sees the same input whatever the microphone's gain, distance and
-            frequency response; "none" (what files written before it existed use) feeds
-            the log-mel as it is.
+        normalize: Graph side, after the log-mel, per window: "window" subtracts the
+            window's mean and divides by its standard deviation, so the model sees the same
+            input whatever the microphone's gain and the talker's distance; "bands" removes
+            each mel band's own mean over the window instead, which also cancels a
+            microphone's frequency response but erases a steady tone or hum; "none" (what
+            files written before it existed use) feeds the log-mel as it is.
     """
 
     sample_rate: int = 16000
@@ -94,10 +95,14 @@ class AudioSpec:
     f_min: float = 20.0
     f_max: float | None = None
     log_floor: float = 1e-6
-    normalize: Literal["none", "window"] = "none"
+    normalize: Literal["none", "window", "bands"] = "none"
 
     def __post_init__(self) -> None:
-        _require(self.normalize in ("none", "window"), "audio.normalize", "none or window")
+        _require(
+            self.normalize in ("none", "window", "bands"),
+            "audio.normalize",
+            "none, window or bands",
+        )
         _require(self.sample_rate >= 1000, "audio.sample_rate", "at least 1000 Hz")
         _require(self.num_samples >= self.n_fft, "audio.num_samples", "at least n_fft")
         _require(0 < self.hop_length <= self.n_fft, "audio.hop_length", "in (0, n_fft]")

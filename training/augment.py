@@ -53,6 +53,9 @@ class ImageAugment:
             fraction drawn from [1 - x, 1] of the frame, at a random place where it fits,
             on a random background (a colour, a gradient and noise). A camera rarely
             frames what it is shown the way the training files were cropped.
+        framed: Probability that a sample gets zoom_out and aspect; the rest keep the
+            training file's framing, from which the encoder learns the object's shape
+            while the framed ones teach it to find the object in a scene.
         aspect: The aspect ratio changes by a factor drawn log-uniformly from
             [1 / (1 + x), 1 + x]: a 4:3 camera frame resized to a square model input
             squeezes what it shows by 0.75.
@@ -68,6 +71,7 @@ class ImageAugment:
     color_jitter: float = 0.0
     noise: float = 0.0
     zoom_out: float = 0.0
+    framed: float = 1.0
     aspect: float = 0.0
     blur: float = 0.0
 
@@ -75,6 +79,7 @@ class ImageAugment:
         _check(self.rotate_deg >= 0, "image.rotate_deg", "0 (off) or more degrees")
         _check(self.aspect >= 0, "image.aspect", "0 (off) or more")
         _check(self.blur >= 0, "image.blur", "0 (off) or more pixels")
+        _check(0 <= self.framed <= 1, "image.framed", "a probability in [0, 1]")
         for key in ("scale", "translate", "crop", "color_jitter", "zoom_out"):
             _check(0 <= getattr(self, key) < 1, f"image.{key}", "a fraction in [0, 1)")
         _check(0 <= self.flip <= 1, "image.flip", "a probability in [0, 1]")
@@ -253,6 +258,10 @@ def framing(n: int, config: ImageAugment, generator: torch.Generator) -> torch.T
     per_axis = size * torch.cat([stretch.exp().sqrt(), (-stretch).exp().sqrt()], dim=1)
     per_axis = per_axis / per_axis.max(dim=1, keepdim=True).values.clamp(min=1)
     centre = uniform(1.0, (n, 2), generator) * (1 - per_axis)
+    if config.framed < 1:
+        unframed = torch.rand((n, 1), generator=generator, device=device) >= config.framed
+        per_axis = torch.where(unframed, torch.ones_like(per_axis), per_axis)
+        centre = torch.where(unframed, torch.zeros_like(centre), centre)
     inner = torch.zeros(n, 3, 3, device=device)
     inner[:, 0, 0], inner[:, 1, 1] = 1 / per_axis[:, 0], 1 / per_axis[:, 1]
     inner[:, :2, 2] = -centre / per_axis

@@ -108,23 +108,27 @@ class MelEncoder(nn.Module):
     def encode_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
         """Everything after the front end (the split export's audio part runs this)."""
         x = logmel
-        if self.spec.normalize == "window":
-            x = normalize_window(x)
+        if self.spec.normalize != "none":
+            x = normalize_window(x, per_band=self.spec.normalize == "bands")
         if self.training and self.spec_augment is not None:
             x = self.spec_augment(x)
         return self.body(self.norm(x))
 
 
-def normalize_window(logmel: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """Log-mel [N, 1, bands, frames] with each band's mean over the window removed and
-    divided by the window's standard deviation.
+def normalize_window(
+    logmel: torch.Tensor, per_band: bool = False, eps: float = 1e-3
+) -> torch.Tensor:
+    """Log-mel [N, 1, bands, frames] less its mean over the window (each band's own mean
+    with per_band), divided by the window's standard deviation.
 
-    A gain is an offset on every log-mel value and a microphone's frequency response an
-    offset per band; removing the per-band mean cancels both (cepstral mean normalisation),
-    and the scale makes a quiet far talker and a loud near one look alike. Statistics are
-    of this window only, so the live loop and the exported graph need no running state.
+    A gain is the same offset on every log-mel value, and a microphone's frequency
+    response an offset per band: removing the mean cancels the first, the per-band mean
+    both (cepstral mean normalisation), but the per-band mean also erases whatever is
+    steady in a band, such as a tone. Statistics are of this window only, so the live loop
+    and the exported graph need no running state.
     """
-    x = logmel - logmel.mean(dim=3, keepdim=True)
+    dims = (3,) if per_band else (2, 3)
+    x = logmel - logmel.mean(dim=dims, keepdim=True)
     return x / (x.pow(2).mean(dim=(2, 3), keepdim=True) + eps).sqrt()
 
 

@@ -118,8 +118,27 @@ def test_window_normalisation_cancels_gain_and_a_microphone_tilt() -> None:
     tilted = logmel(speech) + torch.linspace(-2, 2, spec.n_mels).view(1, 1, -1, 1)
     assert torch.allclose(base, quiet, atol=2e-2)
     assert not torch.allclose(logmel(speech), logmel(speech * 0.3), atol=1)
-    assert torch.allclose(base, normalize_window(tilted), atol=1e-4)
     assert abs(float(base.pow(2).mean()) - 1) < 1e-2
+    # Per band, a microphone's tilt goes too; over the whole window it stays.
+    bands = normalize_window(logmel(speech), per_band=True)
+    assert torch.allclose(bands, normalize_window(tilted, per_band=True), atol=1e-4)
+    assert not torch.allclose(base, normalize_window(tilted), atol=0.1)
+
+
+def test_a_steady_tone_survives_window_normalisation_but_not_the_per_band_one() -> None:
+    spec = AudioSpec(sample_rate=8000, num_samples=8000, n_fft=256, hop_length=80)
+    t = torch.arange(8000) / 8000
+    logmel = LogMel(spec)
+    low, high = (logmel(torch.sin(2 * math.pi * f * t).unsqueeze(0)) for f in (300.0, 2000.0))
+
+    def loudest_band(x: torch.Tensor) -> int:
+        return int(x.mean(dim=3).flatten().argmax())
+
+    # Over the whole window, which bands the tone fills stays visible...
+    assert loudest_band(normalize_window(high)) > loudest_band(normalize_window(low)) + 5
+    # ...per band, every band's level over the window is gone, whatever the tone.
+    for tone in (low, high):
+        assert normalize_window(tone, per_band=True).mean(dim=3).abs().max() < 1e-4
 
 
 def test_normalize_is_part_of_the_spec_and_old_specs_read_as_none() -> None:
@@ -127,7 +146,7 @@ def test_normalize_is_part_of_the_spec_and_old_specs_read_as_none() -> None:
     data = spec.to_dict()
     del data["audio"]["normalize"]
     assert ModelSpec.from_dict(data).audio.normalize == "none"
-    with pytest.raises(SpecError, match=r"audio\.normalize: expected none or window"):
+    with pytest.raises(SpecError, match=r"audio\.normalize: expected none, window or bands"):
         AudioSpec(normalize="peak")  # type: ignore[arg-type]
 
 
