@@ -12,12 +12,13 @@ model learn it, and a test can ask for accuracy far above chance.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 import soundfile as sf
 
 from fusionedge.spec import (
@@ -353,3 +354,15 @@ def train_and_export(data: Path, root: Path, split: bool = False) -> Path:
     finally:
         torch.set_num_threads(threads)
     return root / "model.onnx"
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test, restored afterwards (a module that wants it for
+    every test imports it under an autouse fixture's name)."""
+    import torch  # here, not at the top: runtime tests import this module without torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from support import train_and_export, write_dataset
+from support import one_torch_thread, train_and_export, write_dataset  # noqa: F401 (fixture)
 
 from fusionedge.cli import main
 
 FRACTIONS = ("accuracy", "event_accuracy", "offline_accuracy")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Every test on one torch thread (the fixture is imported from support).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
-from support import tiny_config, train_and_export, write_dataset
+from support import one_torch_thread, tiny_config, train_and_export, write_dataset  # noqa: F401
 
 from fusionedge import corrupt
 from fusionedge.arrays import SampleArrays
@@ -27,12 +25,8 @@ from fusionedge.spec import ModelSpec
 SUBSETS = {"audio+image+text", "audio+image", "image+text", "audio+text", "image", "audio", "text"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Every test on one torch thread (the fixture is imported from support).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
