@@ -7,7 +7,7 @@ wrote, and keep its contract: the same input and output names and dtypes and the
 What stays fp32, and why:
 - the log-mel front end (a Conv1d DFT, power, mel MatMul, log): power spectra span many
   decades, and 8-bit (or fp16) steps flush the quiet bins that the log then spreads over
-  the whole feature range (DESIGN.md, "Known pitfalls"). Measured on the demo model:
+  the whole feature range (docs/ARCHITECTURE.md, "Known pitfalls"). Measured on the demo model:
   quantising it too took val accuracy from 98.4 to 87.0 (benchmarks/int8_cpu.py). Its
   nodes are found by the module the exporter recorded for each node, never by op type
   or position.

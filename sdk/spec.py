@@ -175,7 +175,8 @@ class TokenizerSpec:
 
 @dataclass(frozen=True)
 class TextSpec:
-    """Tokens are padded or cut to max_length; the length is fixed (see DESIGN.md pitfalls).
+    """Tokens are padded or cut to max_length; the length is fixed (docs/ARCHITECTURE.md,
+    "Known pitfalls").
 
     Attributes:
         max_length: Tokens per sample.

@@ -2,7 +2,7 @@
 
 The DFT is a strided Conv1d with fixed cosine and sine kernels followed by a mel MatMul,
 not ONNX's STFT op: ONNX Runtime has no CUDA kernel for STFT and runs it far slower on
-CPU (DESIGN.md, "Known pitfalls"). Every op here is a plain Conv/Mul/Add/MatMul/Log, so
+CPU (docs/ARCHITECTURE.md, "Known pitfalls"). Every op here is a plain Conv/Mul/Add/MatMul/Log, so
 the whole graph stays on one execution provider.
 """
 

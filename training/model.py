@@ -1,8 +1,9 @@
 """FusedModel: encoders per modality, placeholders for missing ones, a fusion and a head.
 
-The forward signature is the ONNX model contract (DESIGN.md): named inputs `image`,
-`audio`, `tokens` (those of the spec's modalities) and `present`; outputs `scores` and
-`embedding`. Whatever subset of modalities `present` marks, the model predicts.
+The forward signature is the ONNX model contract (docs/ARCHITECTURE.md, "The model
+contract"): named inputs `image`, `audio`, `tokens` (those of the spec's modalities) and
+`present`; outputs `scores` and `embedding`. Whatever subset of modalities `present`
+marks, the model predicts.
 """
 
 from __future__ import annotations

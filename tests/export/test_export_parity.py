@@ -281,7 +281,8 @@ def test_corrupted_weight_fails_parity_naming_the_worst_case(default_export, tmp
 
 
 def test_gru_exported_without_linear_before_reset_fails_parity(default_export, tmp_path) -> None:
-    """The exporter bug DESIGN.md names (pytorch#189225): the parity check must catch it."""
+    """The exporter bug pytorch#189225 (docs/ARCHITECTURE.md, "Known pitfalls"): the parity
+    check must catch it."""
     flipped = []
 
     def flip(proto: onnx.ModelProto) -> None:

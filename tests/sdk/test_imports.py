@@ -1,4 +1,4 @@
-"""The import contract of DESIGN.md, checked in fresh interpreters.
+"""The import contract of docs/ARCHITECTURE.md ("Layers and imports"), in fresh interpreters.
 
 `sdk` (fusionedge) and `runtime` never import torch; importing the package, the CLI and the
 data-set modules loads neither cv2 nor sounddevice, which only capture and decoding need.
