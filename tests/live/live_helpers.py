@@ -2,13 +2,16 @@
 
 Small media written on the fly, MJPEG-over-HTTP servers a test can kill and bring back
 (numbered frames, or whatever frame a script shows at the moment), tone and recording
-writers for a PulseAudio pipe-source FIFO, and the command that starts the CLI.
+writers for a PulseAudio pipe-source FIFO, and `fusionedge run` in a subprocess with its
+JSON lines collected.
 """
 
 from __future__ import annotations
 
 import http.server
+import json
 import os
+import signal
 import socketserver
 import subprocess
 import sys
@@ -213,82 +216,27 @@ class PacedMjpegServer(MjpegServer):
 # ---------------------------------------------------------------------- virtual microphone
 
 
-class FifoTone:
-    """Writes a sine tone as s16le mono into a FIFO at real-time pace, from a thread.
+class FifoWriter:
+    """Writes s16le mono into the pipe-source FIFO at real-time pace, from a thread, one
+    20 ms block at a time (subclasses say what each block holds).
 
     pause() stops writing (the source starves, as a stalled device would); resume() goes
-    on, optionally at another frequency.
+    on, paced from the moment it resumes.
     """
 
-    def __init__(self, fifo: Path, rate: int, freq: float, amplitude: float = 0.5) -> None:
-        self.fifo, self.rate, self.freq, self.amplitude = fifo, rate, freq, amplitude
+    def __init__(self, fifo: Path, rate: int) -> None:
+        self.fifo, self.rate = fifo, rate
         self.written = 0
         self.errors: list[str] = []
         self._running = threading.Event()
         self._running.set()
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fifo-tone", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
         self._thread.start()
 
-    def pause(self) -> None:
-        self._running.clear()
-
-    def resume(self, freq: float | None = None) -> None:
-        if freq is not None:
-            self.freq = freq
-        self._running.set()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._running.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        block = self.rate // 50  # 20 ms
-        phase = 0
-        try:
-            # O_RDWR never blocks on open (the pipe source is the reader) and survives
-            # the reader going away and coming back.
-            fd = os.open(self.fifo, os.O_RDWR)
-        except OSError as e:
-            self.errors.append(repr(e))
-            return
-        try:
-            start, sent = time.monotonic(), 0
-            while not self._closed.is_set():
-                if not self._running.is_set():
-                    self._running.wait(0.05)
-                    start, sent = time.monotonic(), 0  # pace from the moment we resume
-                    continue
-                t = (phase + np.arange(block)) / self.rate
-                pcm = self.amplitude * np.sin(2 * np.pi * self.freq * t)
-                os.write(fd, (pcm * 32767).astype("<i2").tobytes())
-                phase += block
-                sent += block
-                self.written += block
-                time.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
-        except OSError as e:
-            self.errors.append(repr(e))
-        finally:
-            os.close(fd)
-
-
-class FifoPlayer:
-    """Writes s16le mono into the pipe-source FIFO at real-time pace: silence before
-    play(t0), the recording from t0 on, silence after it; pause() stops writing."""
-
-    def __init__(self, fifo: Path, rate: int, pcm: np.ndarray) -> None:
-        self.fifo, self.rate, self.pcm = fifo, rate, pcm
-        self.t0: float | None = None
-        self.errors: list[str] = []
-        self._running = threading.Event()
-        self._running.set()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fifo-clip", daemon=True)
-        self._thread.start()
-
-    def play(self, t0: float) -> None:
-        self.t0 = t0
+    def block(self, n: int) -> np.ndarray:
+        """The next n samples, float in [-1, 1]."""
+        raise NotImplementedError
 
     def pause(self) -> None:
         self._running.clear()
@@ -302,34 +250,70 @@ class FifoPlayer:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        block = self.rate // 50  # 20 ms
+        n = self.rate // 50
         try:
+            # O_RDWR never blocks on open (the pipe source is the reader) and survives
+            # the reader going away and coming back.
             fd = os.open(self.fifo, os.O_RDWR)
         except OSError as e:
             self.errors.append(repr(e))
             return
         try:
-            base, sent, playing = time.monotonic(), 0, False
+            start, sent = time.monotonic(), 0
             while not self._closed.is_set():
                 if not self._running.is_set():
                     self._running.wait(0.05)
-                    base, sent = time.monotonic(), 0
+                    start, sent = time.monotonic(), 0
                     continue
-                if self.t0 is not None and not playing:
-                    playing, base, sent = True, self.t0, 0
-                if playing:
-                    pos = round((base - self.t0) * self.rate) + sent
-                    pcm = self.pcm[pos : pos + block]
-                    pcm = np.pad(pcm, (0, block - len(pcm)))
-                else:
-                    pcm = np.zeros(block, np.float32)
-                os.write(fd, (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
-                sent += block
-                time.sleep(max(0.0, base + sent / self.rate - time.monotonic()))
+                pcm = np.clip(self.block(n), -1, 1)
+                os.write(fd, (pcm * 32767).astype("<i2").tobytes())
+                sent += n
+                self.written += n
+                time.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
         except OSError as e:
             self.errors.append(repr(e))
         finally:
             os.close(fd)
+
+
+class FifoTone(FifoWriter):
+    """A sine tone; resume() may change its frequency."""
+
+    def __init__(self, fifo: Path, rate: int, freq: float, amplitude: float = 0.5) -> None:
+        self.freq, self.amplitude, self._phase = freq, amplitude, 0
+        super().__init__(fifo, rate)
+
+    def resume(self, freq: float | None = None) -> None:
+        if freq is not None:
+            self.freq = freq
+        super().resume()
+
+    def block(self, n: int) -> np.ndarray:
+        t = (self._phase + np.arange(n)) / self.rate
+        self._phase += n
+        return self.amplitude * np.sin(2 * np.pi * self.freq * t)
+
+
+class FifoPlayer(FifoWriter):
+    """Silence before play(), the recording from then on (from the next 20 ms block),
+    silence after it."""
+
+    def __init__(self, fifo: Path, rate: int, pcm: np.ndarray) -> None:
+        self.pcm = pcm
+        self.t0: float | None = None
+        self._pos = 0
+        super().__init__(fifo, rate)
+
+    def play(self, t0: float) -> None:
+        """Starts the recording; t0 (time.monotonic()) is when the caller says it starts."""
+        self.t0 = t0
+
+    def block(self, n: int) -> np.ndarray:
+        if self.t0 is None:
+            return np.zeros(n, np.float32)
+        pcm = self.pcm[self._pos : self._pos + n]
+        self._pos += n
+        return np.pad(pcm, (0, n - len(pcm)))
 
 
 @dataclass
@@ -363,3 +347,64 @@ def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.1) -> bo
             return True
         time.sleep(step)
     return check()
+
+
+class LiveRun:
+    """`fusionedge run MODEL --headless ...` in a subprocess, its JSON result lines (each
+    stamped `_arrived`, the monotonic time it was read) and its stderr collected by
+    threads. A context manager: leaving it kills a run that is still going."""
+
+    def __init__(self, model: Path, camera: str, mic: VirtualMic, *options: str) -> None:
+        cmd = [
+            *fusionedge_cmd(),
+            *("run", str(model), "--camera", camera, "--mic", "pulse", "--headless"),
+            *options,
+        ]
+        env = {**os.environ, "PULSE_SERVER": mic.env["PULSE_SERVER"]}
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, bufsize=1
+        )
+        self.lines: list[dict] = []
+        self._err: list[str] = []
+        self._readers = [
+            threading.Thread(target=f, daemon=True) for f in (self._read_out, self._read_err)
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_out(self) -> None:
+        for raw in self.proc.stdout:
+            if raw.strip():
+                line = json.loads(raw)
+                line["_arrived"] = time.monotonic()
+                self.lines.append(line)
+
+    def _read_err(self) -> None:
+        self._err.append(self.proc.stderr.read())
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._err)
+
+    def both_present(self) -> bool:
+        """The last line saw a camera frame and microphone audio."""
+        last = self.lines[-1] if self.lines else None
+        return bool(last) and last["present"]["image"] and last["present"]["audio"]
+
+    def wait(self, timeout: float, interrupt: bool = False) -> int:
+        """Waits for the run to end (after a SIGINT, as Ctrl+C, if interrupt) and for
+        its output to be read; returns the exit code."""
+        if interrupt:
+            self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    def __enter__(self) -> LiveRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

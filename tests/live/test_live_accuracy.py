@@ -39,12 +39,7 @@ misses one of them too).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_helpers import FifoPlayer, PacedMjpegServer, VirtualMic, fusionedge_cmd, wait_for
+from live_helpers import FifoPlayer, LiveRun, PacedMjpegServer, VirtualMic, wait_for
 
 from fusionedge.live_eval import (
     LiveSettings,
@@ -172,66 +167,35 @@ def scored(live_model: Path, live_data: Path, virtual_mic: VirtualMic) -> Iterat
     player = FifoPlayer(
         virtual_mic.fifo, virtual_mic.rate, np.concatenate([s.pcm for s in segments])
     )
-    cmd = [
-        *fusionedge_cmd(),
-        "run",
-        str(live_model),
-        "--camera",
+    run = LiveRun(
+        live_model,
         server.url,
-        "--mic",
-        "pulse",
-        "--headless",
-        "--providers",
-        "cpu",
+        virtual_mic,
+        *("--providers", "cpu"),
         # A safety net only: SIGINT ends the run once the scene is over.
-        "--duration",
-        str(STARTUP_S + scene_s + 30),
-    ]
-    env = {**os.environ, "PULSE_SERVER": virtual_mic.env["PULSE_SERVER"]}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, bufsize=1
+        *("--duration", str(STARTUP_S + scene_s + 30)),
     )
-    lines: list[dict] = []
-    err: list[str] = []
-
-    def read_out() -> None:
-        for raw in proc.stdout:
-            if raw.strip():
-                lines.append(json.loads(raw))
-
-    def read_err() -> None:
-        err.append(proc.stderr.read())
-
-    readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
-    for r in readers:
-        r.start()
-
-    def both_present() -> bool:
-        return bool(lines) and lines[-1]["present"]["image"] and lines[-1]["present"]["audio"]
-
+    lines = run.lines
     try:
-        assert wait_for(both_present, STARTUP_S), (proc.poll(), lines[-3:], err)
-        t0 = time.monotonic()
-        server.t0 = t0
-        player.play(t0)
-        # Until the last line is about a moment after the scene (or the run died).
-        over = wait_for(
-            lambda: proc.poll() is not None or (lines and lines[-1]["t"] - t0 > scene_s + 0.5),
-            scene_s + 30,
-        )
-        assert over and proc.poll() is None, (proc.poll(), "".join(err)[-3000:])
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        for r in readers:
-            r.join(timeout=5)
+        with run:
+            assert wait_for(run.both_present, STARTUP_S), (run.proc.poll(), lines[-3:])
+            t0 = time.monotonic()
+            server.t0 = t0
+            player.play(t0)
+            # Until the last line is about a moment after the scene (or the run died).
+            over = wait_for(
+                lambda: (
+                    run.proc.poll() is not None or (lines and lines[-1]["t"] - t0 > scene_s + 0.5)
+                ),
+                scene_s + 30,
+            )
+            assert over and run.proc.poll() is None, (run.proc.poll(), run.stderr[-3000:])
+            run.wait(timeout=30, interrupt=True)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         player.close()
         server.kill()
     yield ScoredRun(
-        proc.returncode, "".join(err), lines, t0, segments, window_s, tuple(spec.labels)
+        run.proc.returncode, run.stderr, lines, t0, segments, window_s, tuple(spec.labels)
     )
 
 

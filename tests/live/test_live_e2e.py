@@ -15,10 +15,6 @@ same clock as the `t` of each JSON line):
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,9 +28,9 @@ import soundfile as sf
 from live_helpers import (
     Clip,
     FifoPlayer,
+    LiveRun,
     PacedMjpegServer,
     VirtualMic,
-    fusionedge_cmd,
     wait_for,
 )
 
@@ -91,97 +87,70 @@ class E2ERun:
     events: dict[str, float] = field(default_factory=dict)
 
 
+def camera_and_mic_drop_out(
+    run: LiveRun, server: ClipMjpegServer, player: FifoPlayer, events: dict[str, float]
+) -> None:
+    """Kills the camera and brings it back, then starves the microphone and resumes it;
+    `events` gets the time of each step and of each modality's return."""
+    lines = run.lines
+    events["camera_killed"] = time.monotonic()
+    server.kill()
+    time.sleep(DOWN_S)
+    events["camera_restarted"] = time.monotonic()
+    server.start()
+    back = wait_for(
+        lambda: (
+            lines[-1]["present"]["image"] and lines[-1]["_arrived"] > events["camera_restarted"]
+        ),
+        RECOVER_S,
+    )
+    events["image_back"] = time.monotonic() if back else float("nan")
+    time.sleep(0.5)
+
+    events["mic_paused"] = time.monotonic()
+    player.pause()
+    time.sleep(DOWN_S)
+    events["mic_resumed"] = time.monotonic()
+    player.resume()
+    back = wait_for(
+        lambda: lines[-1]["present"]["audio"] and lines[-1]["_arrived"] > events["mic_resumed"],
+        RECOVER_S,
+    )
+    events["audio_back"] = time.monotonic() if back else float("nan")
+
+
 @pytest.fixture(scope="module")
 def e2e(live_model: Path, live_clip: Clip, virtual_mic: VirtualMic) -> Iterator[E2ERun]:
     pcm, rate = sf.read(str(live_clip.wav), dtype="float32")
     assert rate == virtual_mic.rate
     server = ClipMjpegServer(live_clip).start()
     player = FifoPlayer(virtual_mic.fifo, virtual_mic.rate, pcm)
-    cmd = [
-        *fusionedge_cmd(),
-        "run",
-        str(live_model),
-        "--camera",
+    run = LiveRun(
+        live_model,
         server.url,
-        "--mic",
-        "pulse",
-        "--headless",
-        "--duration",
-        str(DURATION_S),
-        "--stale-ms",
-        str(STALE_MS),
-        "--providers",
-        "cpu",
-    ]
-    env = {**os.environ, "PULSE_SERVER": virtual_mic.env["PULSE_SERVER"]}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, bufsize=1
+        virtual_mic,
+        *("--duration", str(DURATION_S)),
+        *("--stale-ms", str(STALE_MS)),
+        *("--providers", "cpu"),
     )
-    lines: list[dict] = []
-    err: list[str] = []
-
-    def read_out() -> None:
-        for raw in proc.stdout:
-            if raw.strip():
-                line = json.loads(raw)
-                line["_arrived"] = time.monotonic()
-                lines.append(line)
-
-    def read_err() -> None:
-        err.append(proc.stderr.read())
-
-    readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
-    for r in readers:
-        r.start()
+    lines = run.lines
     events: dict[str, float] = {}
-
-    def both_present() -> bool:
-        return bool(lines) and lines[-1]["present"]["image"] and lines[-1]["present"]["audio"]
-
     try:
-        assert wait_for(both_present, 30.0), (proc.poll(), lines[-3:], err)
-        t0 = time.monotonic()
-        server.t0 = t0
-        player.play(t0)
-        time.sleep(live_clip.duration + 1.0)
-
-        events["camera_killed"] = time.monotonic()
-        server.kill()
-        time.sleep(DOWN_S)
-        events["camera_restarted"] = time.monotonic()
-        server.start()
-        back = wait_for(
-            lambda: (
-                lines[-1]["present"]["image"] and lines[-1]["_arrived"] > events["camera_restarted"]
-            ),
-            RECOVER_S,
-        )
-        events["image_back"] = time.monotonic() if back else float("nan")
-        time.sleep(0.5)
-
-        events["mic_paused"] = time.monotonic()
-        player.pause()
-        time.sleep(DOWN_S)
-        events["mic_resumed"] = time.monotonic()
-        player.resume()
-        back = wait_for(
-            lambda: lines[-1]["present"]["audio"] and lines[-1]["_arrived"] > events["mic_resumed"],
-            RECOVER_S,
-        )
-        events["audio_back"] = time.monotonic() if back else float("nan")
-        proc.wait(timeout=DURATION_S + 30)
-        for r in readers:
-            r.join(timeout=5)
-        events["exited"] = time.monotonic()
+        with run:
+            assert wait_for(run.both_present, 30.0), (run.proc.poll(), lines[-3:])
+            t0 = time.monotonic()
+            server.t0 = t0
+            player.play(t0)
+            time.sleep(live_clip.duration + 1.0)
+            camera_and_mic_drop_out(run, server, player, events)
+            run.wait(timeout=DURATION_S + 30)
+            events["exited"] = time.monotonic()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         player.close()
         server.kill()
     rel = {k: round(v - t0, 2) for k, v in events.items()}
     print(f"\n{len(lines)} lines; events after t0 (s): {rel}")
-    yield E2ERun(proc.returncode, "".join(err), lines, t0, events)
+    yield E2ERun(run.proc.returncode, run.stderr, lines, t0, events)
 
 
 def test_run_exits_cleanly(e2e: E2ERun) -> None:
