@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,36 +87,39 @@ class E2ERun:
     events: dict[str, float] = field(default_factory=dict)
 
 
+def drop_out(
+    run: LiveRun,
+    modality: str,
+    stop: Callable[[], object],
+    start: Callable[[], object],
+    keys: tuple[str, str, str],
+    events: dict[str, float],
+) -> None:
+    """Stops a source, starts it again DOWN_S later, and waits for `modality` to be
+    present in a line read after the restart; `events[keys]` get the time of the stop, of
+    the restart and of the modality's return (NaN if it did not return)."""
+    down, up, back = keys
+    events[down] = time.monotonic()
+    stop()
+    time.sleep(DOWN_S)
+    events[up] = time.monotonic()
+    start()
+    last = run.lines
+    returned = wait_for(
+        lambda: last[-1]["present"][modality] and last[-1]["_arrived"] > events[up], RECOVER_S
+    )
+    events[back] = time.monotonic() if returned else float("nan")
+
+
 def camera_and_mic_drop_out(
     run: LiveRun, server: ClipMjpegServer, player: FifoPlayer, events: dict[str, float]
 ) -> None:
-    """Kills the camera and brings it back, then starves the microphone and resumes it;
-    `events` gets the time of each step and of each modality's return."""
-    lines = run.lines
-    events["camera_killed"] = time.monotonic()
-    server.kill()
-    time.sleep(DOWN_S)
-    events["camera_restarted"] = time.monotonic()
-    server.start()
-    back = wait_for(
-        lambda: (
-            lines[-1]["present"]["image"] and lines[-1]["_arrived"] > events["camera_restarted"]
-        ),
-        RECOVER_S,
-    )
-    events["image_back"] = time.monotonic() if back else float("nan")
+    """Kills the camera and brings it back, then starves the microphone and resumes it."""
+    keys = ("camera_killed", "camera_restarted", "image_back")
+    drop_out(run, "image", server.kill, server.start, keys, events)
     time.sleep(0.5)
-
-    events["mic_paused"] = time.monotonic()
-    player.pause()
-    time.sleep(DOWN_S)
-    events["mic_resumed"] = time.monotonic()
-    player.resume()
-    back = wait_for(
-        lambda: lines[-1]["present"]["audio"] and lines[-1]["_arrived"] > events["mic_resumed"],
-        RECOVER_S,
-    )
-    events["audio_back"] = time.monotonic() if back else float("nan")
+    keys = ("mic_paused", "mic_resumed", "audio_back")
+    drop_out(run, "audio", player.pause, player.resume, keys, events)
 
 
 @pytest.fixture(scope="module")
