@@ -62,7 +62,7 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
     from fusionedge.demo.avdigits import generate
     from fusionedge.export.run import export_run
     from fusionedge.manifest import read_manifest
-    from fusionedge.runtime.evaluate import evaluate_model_file
+    from fusionedge.runtime.evaluate import evaluate_model_file, live_model_file
     from fusionedge.runtime.predictor import Predictor
     from fusionedge.training.checkpoint import load_model
     from fusionedge.training.config import load_config
@@ -94,6 +94,10 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
     lap("export")
     runtime_eval = evaluate_model_file(onnx_path, data, "test")
     lap("eval_runtime")
+    # What a camera and a microphone would make of the same test samples: the figure a
+    # user meets in `fusionedge run`, next to the one the files give.
+    live = live_model_file(onnx_path, data, "test")
+    lap("eval_live")
     torch_eval = evaluate_run(run, data, "test")
     lap("eval_torch")
     manifest = read_manifest(data)
@@ -104,6 +108,7 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
     report = {
         "eval": runtime_eval,
         "torch_eval": {"metrics": torch_eval["metrics"], "by_modality": torch_eval["by_modality"]},
+        "live": live,
         "parity_max_abs_diff": export["parity"]["max_abs_diff_scores"],
         "parity": export["parity"],
         "latency_ms": latency,
@@ -116,6 +121,8 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
 
 def format_report(report: dict[str, Any]) -> str:
     """The final table of the quickstart."""
+    from fusionedge.live_eval import format_live
+
     runtime, torch_eval = report["eval"], report["torch_eval"]
     rows = [("fused", runtime["metrics"], torch_eval["metrics"])]
     rows += [
@@ -127,6 +134,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"  {'inputs':<14}{'runtime':>9}{'pytorch':>9}",
     ]
     lines += [f"  {name:<14}{r['accuracy']:>9.4f}{t['accuracy']:>9.4f}" for name, r, t in rows]
+    lines.append(format_live(report["live"]))
     latency = report["latency_ms"]
     lines += [
         f"parity: max |score difference| {report['parity_max_abs_diff']:.2e} over "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fusionedge.spec import AudioSpec, ImageSpec, SpecError, from_dict
-from fusionedge.training.augment import AugmentConfig, upgrade_legacy
+from fusionedge.training.augment import AugmentConfig, default_augment, upgrade_legacy
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,9 @@ class ModelConfig:
     image_encoder: str = "small_cnn"
     audio_encoder: str = "mel_cnn"
     text_encoder: str = "gru"
-    fusion: str = "concat"
+    # sum beat concat, attention, gated, late and poe on unseen speakers with a camera's
+    # framing (benchmarks/RESULTS.md, "Real data"), and matched concat on the demo.
+    fusion: str = "sum"
     task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = "auto"
     embed_dim: int = 64
     encoder_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -121,11 +123,15 @@ class TrainConfig:
     """
 
     image: ImageSpec = field(default_factory=ImageSpec)
-    audio: AudioSpec = field(default_factory=AudioSpec)
+    # Per-band normalisation removes the microphone's response and the room's loudness,
+    # which differ between a user's recordings and the live microphone (+4.6 points
+    # fused on unseen speakers, benchmarks/RESULTS.md). AudioSpec itself keeps "none"
+    # so that model files written before it read back unchanged.
+    audio: AudioSpec = field(default_factory=lambda: AudioSpec(normalize="bands"))
     text_max_length: int = 32
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=default_augment)
     class_weights: str | dict[str, float] = "none"
     sampler: Literal["shuffle", "balanced"] = "shuffle"
     epochs: int = 40

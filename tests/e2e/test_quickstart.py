@@ -40,6 +40,11 @@ def test_quickstart_reproduces_pytorch_through_the_runtime(tmp_path):
     for m, alone in runtime["by_modality"].items():
         assert abs(alone["accuracy"] - torch_eval["by_modality"][m]["accuracy"]) <= 0.005, m
     assert report["parity_max_abs_diff"] <= 1e-4
+    # The same test samples as a camera and a microphone present them (eval --live).
+    live = report["live"]
+    assert live["offline_accuracy"] == pytest.approx(runtime["metrics"]["accuracy"])
+    assert live["n_samples"] == runtime["n"]
+    assert live["event_accuracy"] >= 0.85, live
     latency = report["latency_ms"]
     assert latency["runtime_p50"] < latency["torch_p50"]
     assert seconds < 600, f"quickstart took {seconds:.0f} s"

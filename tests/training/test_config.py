@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fusionedge.spec import AudioSpec, ImageSpec, SpecError
+from fusionedge.spec import ImageSpec, SpecError
 from fusionedge.training.augment import AugmentConfig
 from fusionedge.training.config import (
     ModelConfig,
@@ -85,7 +85,7 @@ model:
     assert config.model.fusion == "attention"
     assert config.model.fusion_params == {"heads": 2}
     assert config.model.image_encoder == ModelConfig().image_encoder
-    assert config.audio == AudioSpec()
+    assert config.audio == TrainConfig().audio
 
 
 def test_json_config_file_is_read_too(tmp_path: Path) -> None:

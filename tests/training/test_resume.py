@@ -18,7 +18,22 @@ from fusionedge.training.checkpoint import load_checkpoint
 from fusionedge.training.trainer import train
 
 EPOCHS = 40  # ~0.1 s each: long enough to be caught mid-run, short enough for a test
-OVERRIDES = (*TINY_OVERRIDES, f"epochs={EPOCHS}", "seed=3")
+# With the default augmentation of every modality back on: its random draws, too, must
+# continue where the killed run stopped.
+DEFAULT_AUGMENT = tuple(
+    f"augment.{key}={value}"
+    for key, value in {
+        "image.zoom_out": 0.6,
+        "image.aspect": 0.35,
+        "audio.gain_db": 12,
+        "audio.shift_s": 0.3,
+        "audio.noise_snr_db": 5,
+        "audio.speed": 0.1,
+        "audio.spec_augment.time_masks": 2,
+        "audio.spec_augment.freq_masks": 2,
+    }.items()
+)
+OVERRIDES = (*TINY_OVERRIDES, *DEFAULT_AUGMENT, f"epochs={EPOCHS}", "seed=3")
 
 
 def fusionedge_command() -> list[str]:
