@@ -20,13 +20,12 @@ import numpy as np
 import onnx
 import torch
 
+from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES, PRESENT, SPEC_KEY
 from fusionedge.spec import ModelSpec
-from fusionedge.training.model import INPUT_NAMES, FusedModel
+from fusionedge.training.model import FusedModel
 
 log = logging.getLogger(__name__)
 
-SPEC_KEY = "fusionedge.spec"
-OUTPUT_NAMES = ("scores", "embedding")
 DEFAULT_OPSET = 18
 
 
@@ -109,7 +108,7 @@ def export_onnx(model: FusedModel, path: str | Path, opset: int = DEFAULT_OPSET)
     facts = export_module(
         model, inputs, path, OUTPUT_NAMES, {SPEC_KEY: spec.to_json(indent=None)}, doc, opset
     )
-    return facts | {"input_names": [INPUT_NAMES[m] for m in spec.modalities] + ["present"]}
+    return facts | {"input_names": [INPUT_NAMES[m] for m in spec.modalities] + [PRESENT]}
 
 
 def export_module(

@@ -38,12 +38,11 @@ import numpy as np
 import onnx
 
 from fusionedge.arrays import SampleArrays
+from fusionedge.contract import PRECISION_KEY
 from fusionedge.training.frontend import LogMel
 
 log = logging.getLogger(__name__)
 
-PRECISION_KEY = "fusionedge.precision"
-SPEC_KEY = "fusionedge.spec"
 # The exporter stores each node's module path ("encoders.audio.logmel") and the classes
 # of the modules it sits in; both lists are written as Python literals.
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"

@@ -14,12 +14,12 @@ import onnx
 import torch
 
 from fusionedge.arrays import SampleArrays, load_arrays
+from fusionedge.contract import split_folder
 from fusionedge.export.onnx_export import DEFAULT_OPSET, export_onnx
 from fusionedge.export.parity import ParityError, check_parity
 from fusionedge.export.precision import MAX_DROP_POINTS, add_copies
 from fusionedge.export.split import export_split
 from fusionedge.manifest import read_manifest
-from fusionedge.runtime.split import split_folder
 from fusionedge.training.checkpoint import atomic_write_bytes, load_model
 from fusionedge.training.evaluate import resolve_checkpoint
 from fusionedge.version import __version__

@@ -16,9 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusionedge.export.onnx_export import DEFAULT_OPSET, SPEC_KEY, example_inputs, export_module
-from fusionedge.runtime.split import FRONTEND_PART, FUSION_PART, PART_KEY, embedding_input
-from fusionedge.training.model import INPUT_NAMES, FusedModel
+from fusionedge.contract import (
+    FRONTEND_PART,
+    FUSION_PART,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    PART_KEY,
+    SPEC_KEY,
+    embedding_input,
+)
+from fusionedge.export.onnx_export import DEFAULT_OPSET, example_inputs, export_module
+from fusionedge.training.model import FusedModel
 
 
 class EncoderPart(nn.Module):
@@ -163,7 +171,7 @@ def export_split(
         FusionPart(model),
         {**embeddings, "present": examples["present"]},
         tmp / f"{FUSION_PART}.onnx",
-        ("scores", "embedding"),
+        OUTPUT_NAMES,
         {SPEC_KEY: spec_json, PART_KEY: FUSION_PART},
         "fusionedge split model: fusion and head (<modality>_embedding, present -> scores)",
         opset,

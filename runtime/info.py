@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fusionedge.contract import FUSION_PART
 from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
-from fusionedge.runtime.split import FUSION_PART, is_split_folder
+from fusionedge.runtime.split import is_split_folder
 
 
 def model_info(path: str | Path) -> dict[str, Any]:

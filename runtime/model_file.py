@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fusionedge.contract import SPEC_KEY
 from fusionedge.spec import ModelSpec, SpecError
-
-SPEC_KEY = "fusionedge.spec"
 
 
 class ModelFileError(ValueError):

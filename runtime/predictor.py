@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES
 from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
 from fusionedge.runtime.providers import CUDA, check_active, requested_providers
 from fusionedge.runtime.result import Result, make_results
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 ImageInput = np.ndarray | str | Path
 AudioInput = np.ndarray | str | Path
-INPUT_NAMES = {"image": "image", "audio": "audio", "text": "tokens"}
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ class Predictor:
             return self.split.run(inputs)
         if self.io_binding:
             return run_bound(self.session, inputs)
-        scores, embedding = self.session.run(["scores", "embedding"], inputs)
+        scores, embedding = self.session.run(list(OUTPUT_NAMES), inputs)
         return scores, embedding
 
     def encode(self, modality: str, array: np.ndarray) -> np.ndarray:
@@ -385,7 +385,7 @@ def run_bound(session: Any, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, 
     binding = session.io_binding()
     for name, value in inputs.items():
         binding.bind_cpu_input(name, np.ascontiguousarray(value))
-    for name in ("scores", "embedding"):
+    for name in OUTPUT_NAMES:
         binding.bind_output(name, "cpu")
     session.run_with_iobinding(binding)
     scores, embedding = binding.copy_outputs_to_cpu()

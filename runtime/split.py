@@ -25,24 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from fusionedge.contract import (
+    FRONTEND_PART,
+    FUSION_PART,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    PART_KEY,
+    embedding_input,
+)
 from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
 from fusionedge.spec import ModelSpec
-
-PART_KEY = "fusionedge.part"
-FUSION_PART = "fusion"
-FRONTEND_PART = "audio_frontend"
-INPUT_NAMES = {"image": "image", "audio": "audio", "text": "tokens"}
-
-
-def split_folder(model_path: str | Path) -> Path:
-    """model.onnx -> model.split (the folder the split parts go into)."""
-    path = Path(model_path)
-    return path.with_name(path.stem + ".split")
-
-
-def embedding_input(modality: str) -> str:
-    """The fusion part's input name for one modality's embedding."""
-    return f"{modality}_embedding"
 
 
 def is_split_folder(path: str | Path) -> bool:
@@ -130,7 +122,7 @@ class SplitGraph:
             for m in self.spec.modalities
         }
         feeds["present"] = present
-        scores, embedding = self.fusion.run(["scores", "embedding"], feeds)
+        scores, embedding = self.fusion.run(list(OUTPUT_NAMES), feeds)
         return scores, embedding
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

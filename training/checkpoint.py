@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from fusionedge.contract import SPEC_KEY
 from fusionedge.spec import ModelSpec
 
 FORMAT = "fusionedge.checkpoint/1"
@@ -71,7 +72,7 @@ def save_checkpoint(
         )
     meta = {
         "format": FORMAT,
-        "fusionedge.spec": spec.to_json(indent=None),
+        SPEC_KEY: spec.to_json(indent=None),
         "state": json.dumps(state or {}),
     }
     if optimizer is not None:
@@ -108,12 +109,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"{path}: not a fusionedge checkpoint (metadata format is "
             f"{meta.get('format')!r}, expected {FORMAT!r})"
         )
-    if "fusionedge.spec" not in meta:
+    if SPEC_KEY not in meta:
         raise CheckpointError(
-            f"{path}: checkpoint metadata has no 'fusionedge.spec'; the "
+            f"{path}: checkpoint metadata has no '{SPEC_KEY}'; the "
             "file is damaged or was not written by fusionedge"
         )
-    spec = ModelSpec.from_json(meta["fusionedge.spec"])
+    spec = ModelSpec.from_json(meta[SPEC_KEY])
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer = None
     if "optimizer" in meta:

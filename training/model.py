@@ -11,14 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fusionedge.contract import INPUT_NAMES
 from fusionedge.spec import ModelSpec
 from fusionedge.training import bert as _bert  # noqa: F401  (fills the registries)
 from fusionedge.training import encoders as _encoders  # noqa: F401
 from fusionedge.training import fusion as _fusion  # noqa: F401
 from fusionedge.training import heads as _heads  # noqa: F401
 from fusionedge.training.registry import ENCODERS, FUSIONS, HEADS
-
-INPUT_NAMES = {"image": "image", "audio": "audio", "text": "tokens"}
 
 
 class FusedModel(nn.Module):

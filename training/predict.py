@@ -9,18 +9,18 @@ import numpy as np
 import torch
 
 from fusionedge.arrays import SampleArrays
+from fusionedge.contract import INPUT_NAMES
 from fusionedge.evaluation import evaluate_scores
 from fusionedge.spec import ModelSpec
-
-KEYS = {"image": "image", "audio": "audio", "text": "tokens"}
 
 
 def to_torch(arrays: SampleArrays) -> dict[str, torch.Tensor]:
     """Zero-copy torch views of the arrays, keyed by modality name (+ "present", "targets")."""
+    # SampleArrays names its fields after the graph inputs (the text is `tokens`).
     out = {
-        m: torch.from_numpy(getattr(arrays, KEYS[m]))
-        for m in KEYS
-        if getattr(arrays, KEYS[m]) is not None
+        m: torch.from_numpy(getattr(arrays, name))
+        for m, name in INPUT_NAMES.items()
+        if getattr(arrays, name) is not None
     }
     out["present"] = torch.from_numpy(arrays.present)
     if arrays.targets is not None:
