@@ -91,9 +91,9 @@ def export_all(run: Path, data: Path, out: Path) -> dict[str, Any]:
 
 def parity_on(provider: str, out: Path, data: Path) -> dict[str, Any]:
     from fusionedge.arrays import load_arrays
+    from fusionedge.contract import split_folder
     from fusionedge.manifest import read_manifest
     from fusionedge.runtime import Predictor
-    from fusionedge.runtime.split import split_folder
 
     model = out / "model.onnx"
     cpu = Predictor.from_path(model, providers="cpu")

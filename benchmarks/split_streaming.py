@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 
 from fusionedge import preprocess
+from fusionedge.contract import split_folder
 from fusionedge.manifest import read_manifest
 from fusionedge.runtime import Predictor
-from fusionedge.runtime.split import split_folder
 from fusionedge.runtime.streaming import StreamingEncoder
 
 CAMERA_SIZE = (640, 480)

@@ -21,7 +21,8 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from fusionedge.arrays import SampleArrays
-from fusionedge.export.onnx_export import SPEC_KEY, example_inputs
+from fusionedge.contract import INPUT_NAMES, SPEC_KEY
+from fusionedge.export.onnx_export import example_inputs
 from fusionedge.export.parity import (
     BATCH_SIZES,
     TOLERANCE,
@@ -31,7 +32,6 @@ from fusionedge.export.parity import (
     subsets,
 )
 from fusionedge.spec import MODALITIES, ModelSpec
-from fusionedge.training.model import INPUT_NAMES
 from fusionedge.training.registry import ENCODERS, FUSIONS
 
 DEFAULT_ENCODERS = {m: ENCODERS[m].names()[0] for m in MODALITIES}  # tiny_spec's defaults

@@ -20,6 +20,7 @@ import torch
 from support import tiny_config, write_dataset
 
 from fusionedge.cli import main
+from fusionedge.contract import PRECISION_KEY
 from fusionedge.export.precision import (
     PrecisionRefused,
     add_copies,
@@ -28,7 +29,6 @@ from fusionedge.export.precision import (
     split_arrays,
 )
 from fusionedge.export.quantize import (
-    PRECISION_KEY,
     Int8Options,
     calibration_batches,
     drop_round_trips,

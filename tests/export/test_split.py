@@ -11,11 +11,11 @@ import onnx
 import pytest
 from conftest import build_model
 
-from fusionedge.export.onnx_export import SPEC_KEY, example_inputs, export_onnx
+from fusionedge.contract import PART_KEY, SPEC_KEY, embedding_input
+from fusionedge.export.onnx_export import example_inputs, export_onnx
 from fusionedge.export.parity import check_parity
 from fusionedge.export.split import export_split
 from fusionedge.runtime import ModelFileError, Predictor
-from fusionedge.runtime.split import PART_KEY, embedding_input
 
 
 @pytest.fixture(scope="module")

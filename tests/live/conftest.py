@@ -49,8 +49,8 @@ def live_model(live_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="session")
 def live_split_model(live_model: Path) -> Path:
     """The same trained weights as live_model, exported as split parts (model.split/)."""
+    from fusionedge.contract import split_folder
     from fusionedge.export.split import export_split
-    from fusionedge.runtime.split import split_folder
     from fusionedge.training.checkpoint import load_model
 
     folder = split_folder(live_model)

@@ -12,9 +12,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from fusionedge.cli import main
+from fusionedge.contract import SPEC_KEY
 from fusionedge.runtime import ModelFileError, Predictor
 from fusionedge.runtime.info import model_info
-from fusionedge.runtime.model_file import SPEC_KEY
 from fusionedge.spec import SCHEMA_VERSION
 
 

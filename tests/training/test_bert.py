@@ -240,7 +240,8 @@ def installed_minilm() -> Path | None:
 def test_all_minilm_matches_sentence_transformers_and_exports(tmp_path: Path) -> None:
     """The real model: Hugging Face's ids and embeddings, then one ONNX file with the
     30k-word tokenizer in its metadata that gives PyTorch's answers."""
-    from fusionedge.export.onnx_export import SPEC_KEY, export_onnx
+    from fusionedge.contract import SPEC_KEY
+    from fusionedge.export.onnx_export import export_onnx
     from fusionedge.export.parity import check_parity
     from fusionedge.runtime import Predictor
     from fusionedge.training.model import FusedModel

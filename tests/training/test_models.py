@@ -13,8 +13,9 @@ import pytest
 import torch
 from support import tiny_config, tiny_spec, write_dataset
 
+from fusionedge.contract import INPUT_NAMES
 from fusionedge.spec import TASKS, SpecError
-from fusionedge.training.model import ENCODERS, FUSIONS, HEADS, INPUT_NAMES, FusedModel
+from fusionedge.training.model import ENCODERS, FUSIONS, HEADS, FusedModel
 from fusionedge.training.registry import Registry
 
 N = 6
