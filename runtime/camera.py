@@ -98,6 +98,7 @@ class CameraSource:
         self._new = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._index = 0  # of the next frame, across reopens
 
     # ------------------------------------------------------------------ consumer side
 
@@ -161,55 +162,81 @@ class CameraSource:
         return None
 
     def _run(self) -> None:
-        cap, backoff, fps, started, shown = None, self.backoff_s[0], 0.0, 0.0, 0
-        previous, repeats, index = None, 0, 0
+        backoff = self.backoff_s[0]
         while not self._stop.is_set():
-            if cap is None:
-                cap = self._open()
-                if cap is None and self.is_file:
-                    # A file that does not open will not open later: end, do not retry.
-                    self._note(f"cannot decode video file {self.source!r}")
+            try:
+                self._capture()
+                return
+            except Exception as e:  # any error: see below
+                # A backend (a driver, FFmpeg) can raise from open or read (cv2.error);
+                # uncaught, it would end this thread silently and leave the last frame
+                # ageing forever. Reported, and retried like a stream that stopped.
+                if self.is_file:
+                    self._note(f"capture of {self.source!r} failed: {e!r}; giving up")
                     self.finished.set()
                     return
+                self._note(f"capture failed: {e!r}; reopening in {backoff:.2f} s")
+                self.stats.reopens += 1
+                self._stop.wait(backoff)
+                backoff = min(2 * backoff, self.backoff_s[1])
+
+    def _capture(self) -> None:
+        """Reads until stopped or a file ends; reopens a source that stops delivering."""
+        cap, backoff, fps, started, shown = None, self.backoff_s[0], 0.0, 0.0, 0
+        previous, repeats = None, 0
+        try:
+            while not self._stop.is_set():
                 if cap is None:
-                    self._note(f"cannot open {self.source!r}; retrying in {backoff:.2f} s")
-                    self._stop.wait(backoff)
-                    backoff = min(2 * backoff, self.backoff_s[1])
-                    self.stats.reopens += 1
+                    cap = self._open()
+                    if cap is None and self.is_file:
+                        # A file that does not open will not open later: end, do not retry.
+                        self._note(f"cannot decode video file {self.source!r}")
+                        self.finished.set()
+                        return
+                    if cap is None:
+                        self._note(f"cannot open {self.source!r}; retrying in {backoff:.2f} s")
+                        self._stop.wait(backoff)
+                        backoff = min(2 * backoff, self.backoff_s[1])
+                        self.stats.reopens += 1
+                        continue
+                    backoff = self.backoff_s[0]
+                    fps = cap.get(5) or 0.0  # CAP_PROP_FPS; 0 when the backend does not know
+                    started, shown = time.monotonic(), 0
+                ok, image = cap.read()
+                if not ok:
+                    cap.release()
+                    cap = None
+                    if self.is_file and not self.loop:
+                        self.finished.set()
+                        return
+                    if not self.is_file:
+                        self._note(f"{self.source!r} stopped delivering; reopening")
+                        self.stats.reopens += 1
                     continue
-                backoff = self.backoff_s[0]
-                fps = cap.get(5) or 0.0  # CAP_PROP_FPS; 0 when the backend does not know
-                started, shown = time.monotonic(), 0
-            ok, image = cap.read()
-            if not ok:
-                cap.release()
-                cap = None
-                if self.is_file and not self.loop:
-                    self.finished.set()
-                    return
-                if not self.is_file:
-                    self._note(f"{self.source!r} stopped delivering; reopening")
-                    self.stats.reopens += 1
-                continue
-            t_ns = time.monotonic_ns()
-            if self.is_file and self.realtime and fps > 0:
-                # A file plays at its own rate: wait for the moment this frame is due.
-                shown += 1
-                self._stop.wait(max(0.0, started + shown / fps - time.monotonic()))
                 t_ns = time.monotonic_ns()
-            signature = image[::8, ::8].copy()
-            if previous is not None and np.array_equal(signature, previous):
-                repeats += 1
-            else:
-                repeats = 0
-            previous = signature
-            if isinstance(self.source, int) and self.frozen_after and repeats >= self.frozen_after:
-                self.stats.frozen += 1
-                continue  # withheld: the loop sees the picture age and marks it missing
-            self._publish(Frame(image, t_ns, index))
-            index += 1
-        if cap is not None:
-            cap.release()
+                if self.is_file and self.realtime and fps > 0:
+                    # A file plays at its own rate: wait for the moment this frame is due.
+                    shown += 1
+                    self._stop.wait(max(0.0, started + shown / fps - time.monotonic()))
+                    t_ns = time.monotonic_ns()
+                signature = image[::8, ::8].copy()
+                if previous is not None and np.array_equal(signature, previous):
+                    repeats += 1
+                else:
+                    repeats = 0
+                previous = signature
+                if (
+                    isinstance(self.source, int)
+                    and self.frozen_after
+                    and repeats >= self.frozen_after
+                ):
+                    self.stats.frozen += 1
+                    continue  # withheld: the loop sees the picture age and marks it missing
+                self._publish(Frame(image, t_ns, self._index))
+                self._index += 1
+        finally:
+            if cap is not None:
+                cap.release()
 
     def _publish(self, frame: Frame) -> None:
         with self._new:

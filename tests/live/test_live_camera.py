@@ -252,6 +252,48 @@ def test_http_stream_killed_goes_stale_then_reopens(mjpeg_server: MjpegServer) -
     assert camera.stats.reopens > 0
 
 
+class FailingCapture:
+    """A real capture of the stream whose read() raises cv2.error after a few frames, as
+    a driver or FFmpeg can: the failure cannot be provoked on demand from a real source."""
+
+    def __init__(self, cap: cv2.VideoCapture, frames: int) -> None:
+        self.cap, self.left = cap, frames
+
+    def get(self, prop: int) -> float:
+        return self.cap.get(prop)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self.left -= 1
+        if self.left < 0:
+            raise cv2.error("backend failure injected by the test")
+        return self.cap.read()
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def test_a_capture_error_is_reported_and_the_stream_reopened(
+    mjpeg_server: MjpegServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = CameraSource._open
+    opened: list[object] = []
+
+    def open_failing_first(self: CameraSource) -> object:
+        cap = real_open(self)
+        opened.append(cap)
+        return FailingCapture(cap, frames=5) if len(opened) == 1 and cap is not None else cap
+
+    monkeypatch.setattr(CameraSource, "_open", open_failing_first)
+    camera = CameraSource(mjpeg_server.url, backoff_s=(0.1, 0.5))
+    with camera:
+        assert wait_for(lambda: camera.stats.frames >= 15, 8.0), camera.stats
+        assert age_s(camera) < 0.3  # capture goes on after the error
+    assert len(opened) >= 2
+    assert camera.stats.reopens >= 1
+    assert any("backend failure injected" in e for e in camera.stats.errors), camera.stats.errors
+    assert camera.latest().index == camera.stats.frames - 1  # indices go on across reopens
+
+
 def test_hung_http_stream_times_out_instead_of_blocking(mjpeg_server: MjpegServer) -> None:
     """A server that keeps the connection open but sends nothing: read() gives up after
     timeout_ms (FFmpeg's default would block ~30 s), and frames resume after it recovers."""
