@@ -93,22 +93,24 @@ def check_parity(
     """
     from fusionedge.runtime.predictor import Predictor
 
-    predictor = Predictor.from_path(onnx_path, providers=["cpu"])
-    model = model.cpu().eval()
-    rows = []
-    for case in cases(model, samples, batch_sizes):
-        with torch.no_grad():
-            scores, embedding = model(**{k: torch.from_numpy(v) for k, v in case.inputs.items()})
-        got_scores, got_embedding = predictor.run(case.inputs)
-        rows.append(
-            {
-                "source": case.source,
-                "batch": case.batch,
-                "present": case.present,
-                "scores": float(np.abs(got_scores - scores.numpy()).max()),
-                "embedding": float(np.abs(got_embedding - embedding.numpy()).max()),
-            }
-        )
+    with Predictor.from_path(onnx_path, providers=["cpu"]) as predictor:
+        model = model.cpu().eval()
+        rows = []
+        for case in cases(model, samples, batch_sizes):
+            with torch.no_grad():
+                scores, embedding = model(
+                    **{k: torch.from_numpy(v) for k, v in case.inputs.items()}
+                )
+            got_scores, got_embedding = predictor.run(case.inputs)
+            rows.append(
+                {
+                    "source": case.source,
+                    "batch": case.batch,
+                    "present": case.present,
+                    "scores": float(np.abs(got_scores - scores.numpy()).max()),
+                    "embedding": float(np.abs(got_embedding - embedding.numpy()).max()),
+                }
+            )
     worst = max(rows, key=lambda r: r["scores"])
     report = {
         "tolerance": tolerance,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +31,30 @@ def score_arrays(
     return np.concatenate(out) if out else np.zeros((0, predictor.spec.num_outputs), np.float32)
 
 
+@contextmanager
+def opened(model: str | Path | Predictor, providers: str) -> Iterator[Predictor]:
+    """The caller's Predictor as it is, or one opened from a path and closed after."""
+    if isinstance(model, Predictor):
+        yield model
+        return
+    with Predictor.from_path(model, providers=providers) as predictor:
+        yield predictor
+
+
 def evaluate_model_file(
     model: str | Path, data: str | Path, split: str = "test", providers: str = "auto"
 ) -> dict[str, Any]:
     """Evaluates an ONNX file on one split of a data set, fused and per modality."""
-    predictor = Predictor.from_path(model, providers=providers)
-    spec = predictor.spec
-    manifest, arrays = load_split(data, split, spec)
-    result = evaluate_scores(
-        spec,
-        arrays,
-        score_arrays(predictor, arrays),
-        lambda present: score_arrays(predictor, arrays, present),
-    )
-    return describe(result, model, manifest, split, spec) | {"providers": predictor.providers}
+    with opened(model, providers) as predictor:
+        spec = predictor.spec
+        manifest, arrays = load_split(data, split, spec)
+        result = evaluate_scores(
+            spec,
+            arrays,
+            score_arrays(predictor, arrays),
+            lambda present: score_arrays(predictor, arrays, present),
+        )
+        return describe(result, model, manifest, split, spec) | {"providers": predictor.providers}
 
 
 def robustness_model_file(
@@ -55,11 +67,11 @@ def robustness_model_file(
     """Missing- and noisy-modality evaluation (fusionedge.robustness) of an ONNX file."""
     from fusionedge.robustness import evaluate_robustness, load_samples
 
-    predictor = model if isinstance(model, Predictor) else Predictor.from_path(model, providers)
-    samples = load_samples(data, split, predictor.spec)
-    return evaluate_robustness(
-        predictor.spec, samples, lambda arrays: score_arrays(predictor, arrays), noise=noise
-    )
+    with opened(model, providers) as predictor:
+        samples = load_samples(data, split, predictor.spec)
+        return evaluate_robustness(
+            predictor.spec, samples, lambda arrays: score_arrays(predictor, arrays), noise=noise
+        )
 
 
 def live_model_file(
@@ -77,12 +89,17 @@ def live_model_file(
     from fusionedge.live_eval import LiveSettings, evaluate_live
     from fusionedge.runtime.live import LiveOptions
 
-    predictor = model if isinstance(model, Predictor) else Predictor.from_path(model, providers)
     options = LiveOptions()
-    settings = LiveSettings(
-        smoothing=options.smoothing,
-        audio_hop_ms=options.audio_hop_ms if predictor.split is not None else None,
-    )
-    return evaluate_live(
-        predictor.spec, data, split, lambda arrays: score_arrays(predictor, arrays), seed, settings
-    )
+    with opened(model, providers) as predictor:
+        settings = LiveSettings(
+            smoothing=options.smoothing,
+            audio_hop_ms=options.audio_hop_ms if predictor.split is not None else None,
+        )
+        return evaluate_live(
+            predictor.spec,
+            data,
+            split,
+            lambda arrays: score_arrays(predictor, arrays),
+            seed,
+            settings,
+        )

@@ -101,9 +101,9 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
     torch_eval = evaluate_run(run, data, "test")
     lap("eval_torch")
     manifest = read_manifest(data)
-    predictor = Predictor.from_path(onnx_path)
-    samples = load_arrays(manifest.split("test")[:100], predictor.spec, manifest.path)
-    latency = compare_latency(load_model(run / "best.safetensors"), predictor, samples)
+    with Predictor.from_path(onnx_path) as predictor:
+        samples = load_arrays(manifest.split("test")[:100], predictor.spec, manifest.path)
+        latency = compare_latency(load_model(run / "best.safetensors"), predictor, samples)
     lap("latency")
     report = {
         "eval": runtime_eval,
