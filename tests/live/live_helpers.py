@@ -349,6 +349,14 @@ def wait_for(check: Callable[[], bool], timeout: float, step: float = 0.1) -> bo
     return check()
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A test suite started in the
+    background by a non-interactive shell ignores SIGINT, the child inherits that, and
+    Python then installs no KeyboardInterrupt handler: wait(interrupt=True) would wait for
+    nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class LiveRun:
     """`fusionedge run MODEL --headless ...` in a subprocess, its JSON result lines (each
     stamped `_arrived`, the monotonic time it was read) and its stderr collected by
@@ -362,7 +370,13 @@ class LiveRun:
         ]
         env = {**os.environ, "PULSE_SERVER": mic.env["PULSE_SERVER"]}
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, bufsize=1
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            bufsize=1,
+            preexec_fn=default_sigint,
         )
         self.lines: list[dict] = []
         self._err: list[str] = []
