@@ -15,15 +15,34 @@ from fusionedge.demo import DEFAULT_SAMPLES
 from fusionedge.version import __version__
 
 log = logging.getLogger("fusionedge")
+# What parser.add_subparsers() returns; argparse exports no public name for it.
+Subparsers = argparse._SubParsersAction
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `fusionedge` parser: global flags, then one add_* step per subcommand."""
     parser = argparse.ArgumentParser(prog="fusionedge", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"fusionedge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    add_demo_data(sub)
+    add_train(sub)
+    add_eval(sub)
+    add_compare(sub)
+    add_export(sub)
+    add_predict(sub)
+    add_info(sub)
+    add_bench(sub)
+    add_run(sub)
+    add_record(sub)
+    add_devices(sub)
+    add_quickstart(sub)
+    return parser
+
+
+def add_demo_data(sub: Subparsers) -> None:
     p = sub.add_parser("demo-data", help="write the built-in avdigits demo data set")
     p.add_argument("dir", help="output folder (manifest.jsonl, img/, wav/)")
     p.add_argument(
@@ -33,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
     p.set_defaults(run_command=commands.cmd_demo_data)
 
+
+def add_train(sub: Subparsers) -> None:
     p = sub.add_parser("train", help="train a fused model on a manifest data set")
     p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
     p.add_argument("--out", required=True, help="run folder to write")
@@ -48,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run_command=commands.cmd_train)
 
+
+def add_eval(sub: Subparsers) -> None:
     p = sub.add_parser("eval", help="evaluate a model, fused and per modality")
     p.add_argument("model", help="run folder (or its .safetensors checkpoint), or a .onnx file")
     p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
@@ -68,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_eval)
 
+
+def add_compare(sub: Subparsers) -> None:
     p = sub.add_parser("compare", help="train each fusion on the same budget, side by side")
     p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
     p.add_argument(
@@ -90,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_compare)
 
+
+def add_export(sub: Subparsers) -> None:
     p = sub.add_parser("export", help="export a trained run to one ONNX file")
     p.add_argument("run", help="run folder (or its .safetensors checkpoint)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
@@ -118,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run_command=commands.cmd_export)
 
+
+def add_predict(sub: Subparsers) -> None:
     p = sub.add_parser("predict", help="predict one sample with an ONNX model (no torch)")
     p.add_argument("model", help="a .onnx file written by fusionedge export")
     p.add_argument("--image", help="image file")
@@ -127,11 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_predict)
 
+
+def add_info(sub: Subparsers) -> None:
     p = sub.add_parser("info", help="what an ONNX model file takes and gives")
     p.add_argument("model", help="a .onnx file written by fusionedge export")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_info)
 
+
+def add_bench(sub: Subparsers) -> None:
     p = sub.add_parser("bench", help="latency per stage and throughput, optionally vs PyTorch")
     p.add_argument("model", help="a .onnx file written by fusionedge export")
     p.add_argument(
@@ -159,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_bench)
 
+
+def add_run(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="live inference on a camera, a microphone and text")
     p.add_argument("model", help="a .onnx file or a split model's folder (fusionedge export)")
     p.add_argument("--camera", help="camera index, http/rtsp URL, or a video file")
@@ -191,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
     p.set_defaults(run_command=commands.cmd_run)
 
+
+def add_record(sub: Subparsers) -> None:
     p = sub.add_parser("record", help="record labelled samples from a camera and a mic")
     p.add_argument("dir", help="data set folder to create or append to")
     p.add_argument("--label", required=True, help="label of the samples recorded now")
@@ -209,11 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before the first sample")
     p.set_defaults(run_command=commands.cmd_record)
 
+
+def add_devices(sub: Subparsers) -> None:
     p = sub.add_parser("devices", help="cameras that open and audio inputs, with rates")
     p.add_argument("--max-cameras", type=int, default=8, help="camera indices to try")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_devices)
 
+
+def add_quickstart(sub: Subparsers) -> None:
     p = sub.add_parser("quickstart", help="demo data, training, export and evaluation in one go")
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
     p.add_argument(
@@ -228,7 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a training config key (repeatable)",
     )
     p.set_defaults(run_command=commands.cmd_quickstart)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
