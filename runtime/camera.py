@@ -176,9 +176,7 @@ class CameraSource:
                     self.finished.set()
                     return
                 self._note(f"capture failed: {e!r}; reopening in {backoff:.2f} s")
-                self.stats.reopens += 1
-                self._stop.wait(backoff)
-                backoff = min(2 * backoff, self.backoff_s[1])
+                backoff = self._wait_to_reopen(backoff)
 
     def _capture(self) -> None:
         """Reads until stopped or a file ends; reopens a source that stops delivering."""
@@ -195,9 +193,7 @@ class CameraSource:
                         return
                     if cap is None:
                         self._note(f"cannot open {self.source!r}; retrying in {backoff:.2f} s")
-                        self._stop.wait(backoff)
-                        backoff = min(2 * backoff, self.backoff_s[1])
-                        self.stats.reopens += 1
+                        backoff = self._wait_to_reopen(backoff)
                         continue
                     backoff = self.backoff_s[0]
                     fps = cap.get(5) or 0.0  # CAP_PROP_FPS; 0 when the backend does not know
@@ -237,6 +233,12 @@ class CameraSource:
         finally:
             if cap is not None:
                 cap.release()
+
+    def _wait_to_reopen(self, backoff: float) -> float:
+        """Counts a reopen, waits `backoff` (or until stopped); returns the next wait."""
+        self.stats.reopens += 1
+        self._stop.wait(backoff)
+        return min(2 * backoff, self.backoff_s[1])
 
     def _publish(self, frame: Frame) -> None:
         with self._new:
