@@ -25,9 +25,10 @@ from fusionedge.manifest import read_manifest
 from fusionedge.training.augment import augment_batch
 from fusionedge.training.build import build_spec
 from fusionedge.training.config import load_config
+from fusionedge.training.loss import training_loss
 from fusionedge.training.model import FusedModel
+from fusionedge.training.optim import make_optimizer
 from fusionedge.training.predict import to_torch
-from fusionedge.training.trainer import make_optimizer, training_loss
 
 
 def measure(data: Path, device: torch.device, batches: int, overrides: list[str]) -> None:

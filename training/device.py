@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 
@@ -50,3 +51,22 @@ def make_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     """Loss scaling for fp16 autocast; a pass-through otherwise."""
     use = device.type == "cuda" and enabled and amp_dtype(device) == torch.float16
     return torch.amp.GradScaler("cuda", enabled=use)
+
+
+@contextlib.contextmanager
+def torch_globals(threads: int, seed: int, device: torch.device) -> Iterator[None]:
+    """torch's thread count and seeded RNG for one run, put back as they were after it.
+
+    A run draws its initial weights, dropout and SpecAugment masks from torch's global
+    RNG (each checkpoint saves that state, so a resumed run draws the same); forking it
+    leaves the caller's own random stream where it was. threads=0 keeps torch's setting.
+    """
+    before = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            if threads:
+                torch.set_num_threads(threads)
+            torch.manual_seed(seed)
+            yield
+        finally:
+            torch.set_num_threads(before)

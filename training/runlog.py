@@ -19,10 +19,12 @@ class RunLog:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                log.info(
-                    "tensorboard is not installed; logging to log.csv only "
-                    "(pip install 'fusionedge[train]')"
+            except ImportError as e:
+                # Asked for (config tensorboard=true) and not there: say so, with the cause.
+                log.warning(
+                    "TensorBoard logging is off: %s; logging to log.csv only "
+                    "(pip install 'fusionedge[train]', or set tensorboard=false)",
+                    e,
                 )
             else:
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))

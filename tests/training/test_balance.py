@@ -179,14 +179,14 @@ def test_balanced_sampler_resumes_exactly(
         "epochs=3", "sampler=balanced", "class_weights=balanced", "augment.image.noise=0.05"
     )
     train(imbalanced, tmp_path / "full", config, progress=False)
-    run_epoch = trainer.run_epoch
+    run_epoch = trainer.Trainer.run_epoch
 
-    def crash_at_epoch_3(*args, **kwargs):
-        if args[6] == 3:  # the epoch
+    def crash_at_epoch_3(self: trainer.Trainer, epoch: int, *args, **kwargs) -> list[float]:
+        if epoch == 3:
             raise Crash
-        return run_epoch(*args, **kwargs)
+        return run_epoch(self, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "run_epoch", crash_at_epoch_3)
+    monkeypatch.setattr(trainer.Trainer, "run_epoch", crash_at_epoch_3)
     with pytest.raises(Crash):
         train(imbalanced, tmp_path / "killed", config, progress=False)
     monkeypatch.undo()

@@ -25,7 +25,7 @@ from fusionedge.training.checkpoint import (
 )
 from fusionedge.training.config import TrainConfig
 from fusionedge.training.model import FusedModel
-from fusionedge.training.trainer import make_optimizer
+from fusionedge.training.optim import make_optimizer
 
 N = 4
 

@@ -11,8 +11,9 @@ from support import read_log, read_weights, tiny_config
 
 from fusionedge.spec import ModelSpec, SpecError
 from fusionedge.training import trainer
+from fusionedge.training.loss import TrainStep
 from fusionedge.training.model import FusedModel
-from fusionedge.training.trainer import TrainStep, train
+from fusionedge.training.trainer import train
 
 NO_AUGMENT = ("augment.image.rotate_deg=0", "augment.image.scale=0", "augment.image.translate=0")
 

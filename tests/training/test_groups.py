@@ -17,7 +17,8 @@ from fusionedge.manifest import read_manifest
 from fusionedge.training.evaluate import evaluate_run
 from fusionedge.training.trainer import train
 
-TRAINER_LOG = "fusionedge.training.trainer"
+# The split warnings come from training.run_data; the parent logger sees every module.
+TRAINER_LOG = "fusionedge.training"
 
 
 def set_groups(root: Path, group_of: dict[str, str | None]) -> Path:

@@ -256,3 +256,25 @@ def test_evaluating_an_empty_split_is_refused(run, tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data", per_split={"train": 2})
     with pytest.raises(ValueError, match="'test' split is empty"):
         evaluate_run(out, data, "test", device="cpu")
+
+
+def test_train_leaves_torch_global_state_as_it_was(dataset: Path, tmp_path: Path) -> None:
+    """A run seeds torch's RNG and may set its thread count; the caller's own random
+    stream and thread setting are unchanged after it, and the run is still seeded."""
+    threads = torch.get_num_threads()
+    other = 2 if threads == 1 else 1
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    first = train(
+        dataset, tmp_path / "a", tiny_config("epochs=1", f"threads={other}"), progress=False
+    )
+    assert torch.equal(torch.rand(4), expected)
+    assert torch.get_num_threads() == threads
+    torch.manual_seed(99)  # another caller state: the run's weights do not depend on it
+    train(dataset, tmp_path / "b", tiny_config("epochs=1", f"threads={other}"), progress=False)
+    a, b = (
+        read_weights(first.run_dir / "last.safetensors"),
+        read_weights(tmp_path / "b" / "last.safetensors"),
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
