@@ -14,12 +14,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fusionedge.contract import SPEC_KEY
 from fusionedge.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from fusionedge.training.model import FusedModel
 
 FORMAT = "fusionedge.checkpoint/1"
 
@@ -138,7 +141,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     )
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_model(path: Path, device: str | torch.device = "cpu") -> FusedModel:
     """Builds the model from the checkpoint's spec and loads its weights (eval mode)."""
     from fusionedge.training.model import FusedModel
 

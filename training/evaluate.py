@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fusionedge.evaluation import describe, load_split
-from fusionedge.training.checkpoint import load_checkpoint, load_model
+from fusionedge.training.checkpoint import load_model
 from fusionedge.training.device import resolve_device
 from fusionedge.training.predict import evaluate_arrays
 
@@ -33,12 +33,11 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluates a trained model on one split of a data set, fused and per modality."""
     path = resolve_checkpoint(model)
-    spec = load_checkpoint(path).spec
-    manifest, arrays = load_split(data, split, spec)
     torch_device = resolve_device(device)
-    result = evaluate_arrays(
-        load_model(path, torch_device), spec, arrays, torch_device, by_modality=True
-    )
+    net = load_model(path, torch_device)
+    spec = net.spec
+    manifest, arrays = load_split(data, split, spec)
+    result = evaluate_arrays(net, spec, arrays, torch_device, by_modality=True)
     result.pop("loss")
     return describe(result, path, manifest, split, spec)
 
@@ -65,10 +64,9 @@ def arrays_scorer(model: str | Path, device: str = "auto") -> tuple[ModelSpec, A
     from fusionedge.arrays import SampleArrays
     from fusionedge.training.predict import predict_logits
 
-    path = resolve_checkpoint(model)
-    spec = load_checkpoint(path).spec
     torch_device = resolve_device(device)
-    net = load_model(path, torch_device)
+    net = load_model(resolve_checkpoint(model), torch_device)
+    spec = net.spec
 
     def score(arrays: SampleArrays) -> Any:
         logits = predict_logits(net, spec, arrays, torch_device)
