@@ -2,9 +2,10 @@
 
 Each copy is written to a temporary name, run through ONNX Runtime beside the fp32 file
 on real samples (accuracy on the data set's val split, else test, and batch-1 latency
-measured interleaved, sample by sample in one loop, so both see the same machine load),
-and moved into place only when its metric drops by at most MAX_DROP_POINTS (or when the
-caller forces it). The measurements go into the export report either way.
+measured in alternating blocks of calls by fusionedge.timing, so both see the same machine
+load without one's working set taking the other's caches), and moved into place only when
+its metric drops by at most MAX_DROP_POINTS (or when the caller forces it). The
+measurements go into the export report either way.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fusionedge.arrays import SampleArrays, load_arrays
+from fusionedge.arrays import SampleArrays
+
+# metric_points and split_arrays are core's; imported by name, they also stay reachable
+# from here for benchmarks/int8_cpu.py.
+from fusionedge.evaluation import RunFn, metric_points, score_batches, split_arrays
 from fusionedge.export.quantize import Int8Options, convert_fp16, quantize_int8
-from fusionedge.manifest import read_manifest
-from fusionedge.metrics import primary_metric, task_metrics
 from fusionedge.spec import ModelSpec
+from fusionedge.timing import batch_of_one, latency_stats, timed_call
 
 log = logging.getLogger(__name__)
 
@@ -52,65 +55,35 @@ def copy_path(out: Path, precision: str) -> Path:
     return out.with_name(f"{out.stem}.{precision}.onnx")
 
 
-# ---------------------------------------------------------------------- samples
-
-
-def split_arrays(
-    data: Path, spec: ModelSpec, splits: Sequence[str], limit: int | None = None, seed: int = 0
-) -> tuple[str, SampleArrays]:
-    """The first non-empty split of splits, decoded.
-
-    With a limit, that many records are drawn at random (seeded) before decoding:
-    manifests are often ordered by class, so the first records would not do.
-    """
-    manifest = read_manifest(data)
-    for split in splits:
-        records = manifest.split(split)
-        if limit is not None and len(records) > limit:
-            index = np.random.default_rng(seed).choice(len(records), limit, replace=False)
-            records = [records[i] for i in sorted(index)]
-        if records:
-            return split, load_arrays(records, spec, manifest.path)
-    raise ValueError(f"{manifest.path}: no samples in any of the splits {list(splits)}")
-
-
 # ---------------------------------------------------------------------- running
 
 
-def open_session(path: Path, providers: Sequence[str], threads: int = 0):
-    """An ONNX Runtime session with the Predictor's options, on exactly these providers."""
-    import onnxruntime as ort
+def open_session(path: Path, providers: Sequence[str], threads: int = 0) -> Any:
+    """A session as the Predictor opens it (runtime.sessions), on exactly these providers.
 
+    This function is the export package's seam into the runtime (docs/ARCHITECTURE.md,
+    "Known seams"): the copies are measured through the sessions a user's Predictor gets.
+
+    Raises:
+        ModelFileError (a ValueError): ONNX Runtime cannot build a session of the file on
+            these providers.
+    """
+    from fusionedge.runtime.sessions import open_session as open_runtime_session
     from fusionedge.runtime.sessions import session_options
 
     options = session_options(threads)
     options.log_severity_level = 3  # the CPU provider's fp16 fallback warns per node
-    return ort.InferenceSession(str(path), options, providers=list(providers))
+    return open_runtime_session(path, options, list(providers))
 
 
-def run_scores(session, samples: SampleArrays, batch: int = 64) -> np.ndarray:
-    inputs = samples.inputs()
-    return np.concatenate(
-        [
-            session.run(["scores"], {k: v[i : i + batch] for k, v in inputs.items()})[0]
-            for i in range(0, len(samples), batch)
-        ]
-    )
+def session_scores(session: Any) -> RunFn:
+    """A raw session as model inputs -> scores, for the scorer and the timer."""
+    return lambda inputs: session.run(["scores"], inputs)[0]
 
 
-def metric_points(spec: ModelSpec, samples: SampleArrays, scores: np.ndarray) -> tuple[str, float]:
-    """The task's primary metric in points where higher is better.
-
-    Classification: accuracy (or macro F1 for multilabel) x 100. Regression: the MAE as a
-    percentage of the targets' standard deviation, negated, so that a "drop" means the
-    same thing for every task.
-    """
-    name, _ = primary_metric(spec.task)
-    value = float(task_metrics(spec.task, samples.targets, scores)[name])
-    if spec.task == "regression":
-        spread = float(np.std(samples.targets)) or 1.0
-        return "-mae_pct_of_target_std", -100.0 * value / spread
-    return name, 100.0 * value
+def run_scores(session: Any, samples: SampleArrays, batch: int = 64) -> np.ndarray:
+    """Scores [N, C] of samples through a raw session (fusionedge.evaluation.score_batches)."""
+    return score_batches(session_scores(session), samples, batch_size=batch)
 
 
 def interleaved_latency(
@@ -119,31 +92,21 @@ def interleaved_latency(
     repeats: int = LATENCY_REPEATS,
     warmup: int = LATENCY_WARMUP,
 ) -> dict[str, dict[str, float]]:
-    """Batch-1 latency per session, p50/p95 in ms.
+    """Batch-1 latency per session, p50/p95 in ms, rounded to 0.1 us.
 
-    The sessions take turns on the same sample, and who goes first rotates every round,
-    so that load from other processes and cache effects fall on all of them alike.
+    The sessions take turns in blocks of calls on the same samples (fusionedge.timing), so
+    that load from other processes falls on all of them alike while each runs back to back
+    as in an application.
     """
-    inputs = samples.inputs()
-    names = list(sessions)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(warmup + repeats):
-        one = {k: v[i % len(samples) : i % len(samples) + 1] for k, v in inputs.items()}
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            start = time.perf_counter()
-            sessions[name].run(["scores"], one)
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1e3)
+    one = batch_of_one(samples.inputs())
+    calls = {name: timed_call(one, session_scores(s)) for name, s in sessions.items()}
+    figures = latency_stats(calls, repeats, warmup, percentiles=(50, 95))
     return {
-        name: {
-            "p50_ms": round(float(np.percentile(t, 50)), 4),
-            "p95_ms": round(float(np.percentile(t, 95)), 4),
-        }
-        for name, t in times.items()
+        name: {key: round(f[key], 4) for key in ("p50_ms", "p95_ms")} for name, f in figures.items()
     }
 
 
-def compare(
+def compare_precisions(
     fp32: Path,
     copy: Path,
     precision: str,
@@ -229,7 +192,10 @@ def make_int8(
         )
         facts = quantize_int8(fp32, tmp, train, options)
         split, samples = split_arrays(data, spec, EVAL_SPLITS)
-        entry = {**facts, **compare(fp32, tmp, "int8", spec, split, samples, [CPU], repeats)}
+        entry = {
+            **facts,
+            **compare_precisions(fp32, tmp, "int8", spec, split, samples, [CPU], repeats),
+        }
         entry["bytes_fp32"] = fp32.stat().st_size
         entry["max_drop_points"] = max_drop
         place(tmp, final, entry, drop_problems(entry, "int8", max_drop), force)
@@ -298,7 +264,7 @@ def check_fp16(
         )
     else:
         split, samples = split_arrays(data, spec, EVAL_SPLITS)
-        entry |= compare(fp32, tmp, "fp16", spec, split, samples, providers, repeats)
+        entry |= compare_precisions(fp32, tmp, "fp16", spec, split, samples, providers, repeats)
         if entry["provider"] != CUDA:
             entry["parity_note"] = (
                 "checked on CPU: ONNX Runtime runs fp16 ops without CPU kernels through "
@@ -320,8 +286,12 @@ def runnable_providers(path: Path) -> list[str]:
     for providers in ([CUDA, CPU], [CPU]) if cuda_offered() else ([CPU],):
         try:
             session = open_session(path, providers)
-        except Exception as e:  # onnxruntime raises its own NotImplemented/Fail types
-            log.info("%s does not load on %s: %s", path, providers, e)
+        except ValueError as e:
+            # ModelFileError: runtime.sessions catches ONNX Runtime's own error types and
+            # names the cause. Caught as its base class so that only open_session, the
+            # documented seam, imports the runtime. A warning: the copy may then be kept
+            # with its parity unchecked.
+            log.warning("%s does not load on %s: %s", path, providers, e.__cause__ or e)
             continue
         if session.get_providers()[0] == providers[0]:
             return providers

@@ -13,13 +13,13 @@ from typing import Any
 import onnx
 import torch
 
-from fusionedge.arrays import SampleArrays, load_arrays
+from fusionedge.arrays import SampleArrays
 from fusionedge.contract import split_folder
+from fusionedge.evaluation import split_arrays
 from fusionedge.export.onnx_export import DEFAULT_OPSET, export_onnx
 from fusionedge.export.parity import ParityError, check_parity
 from fusionedge.export.precision import MAX_DROP_POINTS, add_copies
 from fusionedge.export.split import export_split
-from fusionedge.manifest import read_manifest
 from fusionedge.training.checkpoint import atomic_write_bytes, load_model
 from fusionedge.training.evaluate import resolve_checkpoint
 from fusionedge.version import __version__
@@ -43,7 +43,8 @@ def resolve_data(run: Path, data: str | Path | None) -> Path | None:
 
 
 def validation_samples(run: Path, data: str | Path | None, model) -> SampleArrays | None:
-    """Up to PARITY_SAMPLES real samples: the val split of --data, else of the run's data."""
+    """Up to PARITY_SAMPLES real samples: the val split (every sample when it is empty) of
+    --data, else of the run's data."""
     data = resolve_data(run, data)
     if data is None:
         log.warning(
@@ -51,9 +52,10 @@ def validation_samples(run: Path, data: str | Path | None, model) -> SampleArray
             "checked on random inputs only"
         )
         return None
-    manifest = read_manifest(data)
-    records = (manifest.split("val") or manifest.split("all"))[:PARITY_SAMPLES]
-    return load_arrays(records, model.spec, manifest.path)
+    # seed=None: the first records rather than a seeded draw. Parity compares two backends
+    # on the same inputs, so that the inputs are real matters, not that classes balance.
+    _, samples = split_arrays(data, model.spec, ("val", "all"), PARITY_SAMPLES, seed=None)
+    return samples
 
 
 def export_checked_split(

@@ -6,8 +6,9 @@
 Each call of the pipeline is timed in three stages, as `Predictor.predict_batch` runs
 them: preprocess (Predictor.prepare on raw inputs, then stack), inference (Predictor.run)
 and postprocess (make_results). A baseline (PyTorch eager, from fusionedge.bench) can run
-on the same prepared inputs, alternating with the runtime call by call, so drift in clock
-speed or background load hits both alike and the ratio is fair.
+on the same prepared inputs, alternating with the runtime in blocks of calls
+(fusionedge.timing), so drift in clock speed or background load hits both alike and the
+ratio is fair.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,16 @@ from fusionedge.runtime.predictor import Predictor
 from fusionedge.runtime.result import make_results
 from fusionedge.spec import ModelSpec
 
+# The timing method lives in core (benchmarks/session_options.py still takes interleave
+# from this module).
+from fusionedge.timing import Call, interleave, stats, timed_call, warm_up
+
 log = logging.getLogger(__name__)
 
-# One call i -> milliseconds by stage name.
-Call = Callable[[int], dict[str, float]]
 # Call i -> the model inputs it runs on (the same for every backend at the same i).
 BatchFor = Callable[[int], dict[str, np.ndarray]]
 
 STAGES = ("preprocess", "inference", "postprocess", "total")
-PERCENTILES = (50, 95, 99)
 # What a live app hands over: a camera frame, about a second of microphone PCM at a rate
 # the model does not take (so resampling is part of the cost), and a short text.
 CAMERA_SHAPE = (480, 640, 3)
@@ -45,7 +47,6 @@ DATA_POOL = 256
 # Auto repeats stay in this range whatever the model costs: p99 needs about 100 samples
 # to mean anything, and a tiny model should not spin for minutes.
 MIN_REPEATS, MAX_REPEATS = 10, 2000
-BLOCK = 25  # calls per backend before the other takes its turn (see interleave)
 
 
 @dataclass(frozen=True)
@@ -188,12 +189,11 @@ def data_inputs(
     Raises:
         ValueError: the split has no samples, or its samples have none of the model's inputs.
     """
-    from fusionedge.manifest import read_manifest
+    # Inside the function: fusionedge.evaluation decodes media (cv2), which importing the
+    # runtime must not load. Labels are not needed to time a model.
+    from fusionedge.evaluation import pick_split
 
-    manifest = read_manifest(data, require_labels=False)
-    records = manifest.split(split)[:count]
-    if not records:
-        raise ValueError(f"{manifest.path}: the {split!r} split is empty")
+    manifest, _, records = pick_split(data, (split,), count, require_labels=False)
     raw = [{m: getattr(r, m) for m in predictor.spec.modalities if r.has(m)} for r in records]
     if not any(raw):
         raise ValueError(
@@ -245,59 +245,7 @@ def prepared_batches(predictor: Predictor, inputs: BenchInputs, batch: int) -> B
 
 def inference_call(predictor: Predictor, batch_for: BatchFor) -> Call:
     """Predictor.run alone on ready model inputs."""
-
-    def call(i: int) -> dict[str, float]:
-        arrays = batch_for(i)
-        t0 = time.perf_counter()
-        predictor.run(arrays)
-        return {"inference": (time.perf_counter() - t0) * 1e3}
-
-    return call
-
-
-def interleave(
-    calls: dict[str, Call], repeats: int, warmup: int = 0, block: int = BLOCK
-) -> dict[str, dict[str, list[float]]]:
-    """Runs the calls in alternating blocks of `block` calls each: name -> stage -> ms.
-
-    Alternating makes drift in clock speed or background load hit every backend alike.
-    Blocks rather than single calls, because an application runs one backend back to
-    back: measured on the demo model, alternating call by call made every ONNX Runtime
-    call start with PyTorch's working set in the caches and its own threads asleep (p50
-    2.5 ms against 1.1 ms in blocks of 25; PyTorch 14.6 against 6.4 ms, its threads
-    meeting ONNX Runtime's spinning ones). The first `warmup` calls of each are not kept.
-    """
-    times: dict[str, dict[str, list[float]]] = {name: {} for name in calls}
-    block = max(1, min(block, repeats))
-    total = warmup + repeats
-    for start in range(0, total, block):
-        for name, call in calls.items():
-            for i in range(start, min(start + block, total)):
-                stages = call(i)
-                if i >= warmup:
-                    for stage, ms in stages.items():
-                        times[name].setdefault(stage, []).append(ms)
-    return times
-
-
-def stats(values: Sequence[float]) -> dict[str, float]:
-    """mean_ms and p50_ms / p95_ms / p99_ms of milliseconds."""
-    out = {"mean_ms": float(np.mean(values))}
-    for q, value in zip(PERCENTILES, np.percentile(values, PERCENTILES), strict=True):
-        out[f"p{q}_ms"] = float(value)
-    return out
-
-
-def warm_up(calls: dict[str, Call], rounds: int) -> float:
-    """Runs the untimed rounds; returns the median seconds of one round (for picking
-    repeats: the first round allocates and is no guide)."""
-    durations = []
-    for i in range(max(rounds, 1)):
-        t0 = time.perf_counter()
-        for call in calls.values():
-            call(i)
-        durations.append(time.perf_counter() - t0)
-    return float(np.median(durations))
+    return timed_call(batch_for, predictor.run)
 
 
 # ---------------------------------------------------------------------------------- bench

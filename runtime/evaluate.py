@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fusionedge.arrays import SampleArrays
-from fusionedge.evaluation import describe, evaluate_scores, load_split
+from fusionedge.evaluation import describe, evaluate_scores, load_split, score_batches
 from fusionedge.runtime.predictor import Predictor
 
 
@@ -20,15 +20,15 @@ def score_arrays(
     present: np.ndarray | None = None,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """Scores [N, C] of decoded samples, optionally under another present mask."""
-    inputs = arrays.inputs()
-    if present is not None:
-        inputs["present"] = present
-    out = [
-        predictor.run({k: v[i : i + batch_size] for k, v in inputs.items()})[0]
-        for i in range(0, len(arrays), batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, predictor.spec.num_outputs), np.float32)
+    """Scores [N, C] of decoded samples through the Predictor, optionally under another
+    present mask (fusionedge.evaluation.score_batches, the scorer export shares)."""
+    return score_batches(
+        lambda inputs: predictor.run(inputs)[0],
+        arrays,
+        predictor.spec.num_outputs,
+        present,
+        batch_size,
+    )
 
 
 @contextmanager

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from fusionedge.contract import FUSION_PART
-from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
+from fusionedge.runtime.model_file import spec_from_metadata
+from fusionedge.runtime.sessions import open_session, session_options
 from fusionedge.runtime.split import is_split_folder
 
 
@@ -28,12 +29,9 @@ def model_info(path: str | Path) -> dict[str, Any]:
             "bytes": sum(parts.values()),
             "split_parts": parts,
         }
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's own exception types
-        raise ModelFileError(f"{path}: ONNX Runtime cannot load it as a model: {e}") from e
+    # The Predictor's way of opening a file (and its errors); the CPU alone, since only
+    # the metadata and the input and output types are read.
+    session = open_session(path, session_options(), ["CPUExecutionProvider"])
     spec = spec_from_metadata(session.get_modelmeta().custom_metadata_map, path)
     return {
         "path": str(path),

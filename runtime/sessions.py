@@ -20,12 +20,18 @@ import hashlib
 import logging
 import os
 import platform
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from fusionedge.runtime.model_file import ModelFileError
 
 log = logging.getLogger(__name__)
+
+SPINNING_KEY = "session.intra_op.allow_spinning"
+# The config entries session_options may set. ONNX Runtime reads an entry by key but cannot
+# list them, so copy_options carries these and no others.
+CONFIG_KEYS = (SPINNING_KEY,)
 
 
 def session_options(threads: int = 0, spinning: bool = True, optimization: str = "all") -> Any:
@@ -51,8 +57,36 @@ def session_options(threads: int = 0, spinning: bool = True, optimization: str =
     if threads:
         options.intra_op_num_threads = threads
     if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry(SPINNING_KEY, "0")
     return options
+
+
+def copy_options(options: Any) -> Any:
+    """A new ort.SessionOptions with options' settings: every attribute, and the config
+    entries of CONFIG_KEYS. SessionOptions cannot be copied or pickled, hence by hand;
+    initializers, custom-op libraries and providers added to options are not carried over.
+    """
+    import onnxruntime as ort
+
+    copy = ort.SessionOptions()
+    # Every plain setting is a property of the pybind class, so new ones are copied too.
+    for name, attr in vars(type(options)).items():
+        if isinstance(attr, property) and attr.fset is not None:
+            setattr(copy, name, getattr(options, name))
+    for key in CONFIG_KEYS:
+        with suppress(RuntimeError):  # ONNX Runtime's answer for an entry never set
+            copy.add_session_config_entry(key, options.get_session_config_entry(key))
+    return copy
+
+
+def load_errors() -> tuple[type[BaseException], ...]:
+    """What ONNX Runtime raises when it cannot build a session: its own types (Fail,
+    InvalidGraph, InvalidProtobuf, NotImplemented, ...: none derives from a builtin
+    error) and RuntimeError, which its Python layer raises for provider problems."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    own = (c for c in vars(state).values() if isinstance(c, type) and issubclass(c, Exception))
+    return (*own, RuntimeError)
 
 
 def cached_model_path(path: Path, cache_dir: Path, providers: list[str], optimization: str) -> Path:
@@ -76,6 +110,9 @@ def open_session(
     """An InferenceSession on path; with cache_dir, the optimised graph is saved once and
     later sessions load it instead of optimising again.
 
+    options is left as it was: the cache changes settings on a copy (copy_options), so a
+    caller may reuse one options object for several sessions.
+
     Raises:
         FileNotFoundError: no file at path.
         ModelFileError: ONNX Runtime cannot load the file as a model.
@@ -86,6 +123,7 @@ def open_session(
         raise FileNotFoundError(f"no model file at {path}")
     source = path
     if cache_dir is not None:
+        options = copy_options(options)
         cached = cached_model_path(path, Path(cache_dir), providers, optimization)
         if cached.is_file():
             source = cached
@@ -99,7 +137,7 @@ def open_session(
             options.optimized_model_filepath = str(tmp)
     try:
         session = ort.InferenceSession(str(source), options, providers=providers)
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+    except load_errors() as e:
         raise ModelFileError(f"{path}: ONNX Runtime cannot load it as a model: {e}") from e
     if cache_dir is not None and source == path and tmp.is_file():
         os.replace(tmp, cached)

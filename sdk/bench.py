@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,21 +34,17 @@ def torch_call(model: Any, device: Any = "cpu") -> Callable[[BatchFor], Call]:
     """
     import torch
 
+    from fusionedge.timing import timed_call
+
     device = torch.device(device)
 
-    def factory(batch_for: BatchFor) -> Call:
-        def call(i: int) -> dict[str, float]:
-            arrays = batch_for(i)
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                model(**{k: torch.from_numpy(v).to(device) for k, v in arrays.items()})
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-            return {"inference": (time.perf_counter() - t0) * 1e3}
+    def forward(arrays: dict[str, np.ndarray]) -> None:
+        with torch.inference_mode():
+            model(**{k: torch.from_numpy(v).to(device) for k, v in arrays.items()})
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
 
-        return call
-
-    return factory
+    return lambda batch_for: timed_call(batch_for, forward)
 
 
 @contextlib.contextmanager

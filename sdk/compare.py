@@ -95,35 +95,24 @@ def measure_one(model: Path, data: Path, split: str) -> dict[str, Any]:
 def latencies(
     models: dict[str, Path], data: Path, split: str, threads: int, repeats: int
 ) -> dict[str, dict[str, float]]:
-    """Batch-1 inference milliseconds (Predictor.run on decoded samples) per fusion."""
+    """Batch-1 inference milliseconds (Predictor.run on decoded samples) per fusion,
+    timed in alternating blocks (fusionedge.timing)."""
     from fusionedge.arrays import load_arrays
-    from fusionedge.manifest import read_manifest
-    from fusionedge.runtime.bench import interleave, stats
+    from fusionedge.evaluation import pick_split
+    from fusionedge.runtime.bench import inference_call
     from fusionedge.runtime.predictor import Predictor
+    from fusionedge.timing import batch_of_one, latency_stats
 
-    manifest = read_manifest(data)
-    records = manifest.split(split)[:50]
+    manifest, _, records = pick_split(data, (split,), 50)
     predictors = {f: Predictor.from_path(p, threads=threads) for f, p in models.items()}
     try:
         calls = {}
         for fusion, predictor in predictors.items():
+            # Decoded per model: each fusion's spec says how (they share one data set).
             inputs = load_arrays(records, predictor.spec, manifest.path).inputs()
-
-            def call(i: int, p: Predictor = predictor, x: dict = inputs) -> dict[str, float]:
-                import time
-
-                k = i % len(records)
-                one = {name: v[k : k + 1] for name, v in x.items()}
-                t0 = time.perf_counter()
-                p.run(one)
-                return {"inference": (time.perf_counter() - t0) * 1e3}
-
-            calls[fusion] = call
-        times = interleave(calls, repeats, warmup=20)
-        return {
-            f: stats(t["inference"]) | {"providers": predictors[f].providers}
-            for f, t in times.items()
-        }
+            calls[fusion] = inference_call(predictor, batch_of_one(inputs))
+        figures = latency_stats(calls, repeats, warmup=20)
+        return {f: s | {"providers": predictors[f].providers} for f, s in figures.items()}
     finally:
         for predictor in predictors.values():
             predictor.close()

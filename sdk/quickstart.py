@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 
@@ -24,28 +22,23 @@ def compare_latency(
 ) -> dict[str, Any]:
     """Batch-1 milliseconds per sample of PyTorch eager and ONNX Runtime, same weights.
 
-    Model compute only (inputs already decoded). The two alternate in blocks of calls (the
-    interleaving of `fusionedge bench`), so drift in clock speed or background load hits
+    Model compute only (inputs already decoded). The two alternate in blocks of calls
+    (fusionedge.timing, as in `fusionedge bench`), so drift in clock speed or background load hits
     both alike: the ratio is the figure to read, the absolute times are context.
     """
     import torch
 
     from fusionedge.bench import torch_call
-    from fusionedge.runtime.bench import inference_call, interleave
+    from fusionedge.runtime.bench import inference_call
+    from fusionedge.timing import batch_of_one, latency_stats
 
     model = model.cpu().eval()
-    inputs = samples.inputs()
-
-    def one(i: int) -> dict[str, np.ndarray]:
-        k = i % len(samples)
-        return {name: v[k : k + 1] for name, v in inputs.items()}
-
+    one = batch_of_one(samples.inputs())
     calls = {"runtime": inference_call(predictor, one), "torch": torch_call(model)(one)}
-    times = interleave(calls, repeats, warmup)
     out: dict[str, Any] = {}
-    for name, stages in times.items():
-        out[f"{name}_p50"] = float(np.percentile(stages["inference"], 50))
-        out[f"{name}_p95"] = float(np.percentile(stages["inference"], 95))
+    for name, figures in latency_stats(calls, repeats, warmup).items():
+        out[f"{name}_p50"] = figures["p50_ms"]
+        out[f"{name}_p95"] = figures["p95_ms"]
     out["speedup_p50"] = out["torch_p50"] / out["runtime_p50"]
     out.update(
         repeats=repeats,
@@ -58,10 +51,9 @@ def compare_latency(
 
 def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> dict[str, Any]:
     """Runs every stage that has no output yet in `out`, then writes out/report.json."""
-    from fusionedge.arrays import load_arrays
     from fusionedge.demo.avdigits import generate
+    from fusionedge.evaluation import split_arrays
     from fusionedge.export.run import export_run
-    from fusionedge.manifest import read_manifest
     from fusionedge.runtime.evaluate import evaluate_model_file, live_model_file
     from fusionedge.runtime.predictor import Predictor
     from fusionedge.training.checkpoint import load_model
@@ -100,9 +92,8 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
     lap("eval_live")
     torch_eval = evaluate_run(run, data, "test")
     lap("eval_torch")
-    manifest = read_manifest(data)
     with Predictor.from_path(onnx_path) as predictor:
-        samples = load_arrays(manifest.split("test")[:100], predictor.spec, manifest.path)
+        _, samples = split_arrays(data, predictor.spec, ("test",), 100, seed=None)
         latency = compare_latency(load_model(run / "best.safetensors"), predictor, samples)
     lap("latency")
     report = {

@@ -21,13 +21,8 @@ from support import tiny_config, write_dataset
 
 from fusionedge.cli import main
 from fusionedge.contract import PRECISION_KEY
-from fusionedge.export.precision import (
-    PrecisionRefused,
-    add_copies,
-    copy_path,
-    metric_points,
-    split_arrays,
-)
+from fusionedge.evaluation import metric_points, split_arrays
+from fusionedge.export.precision import PrecisionRefused, add_copies, copy_path
 from fusionedge.export.quantize import (
     Int8Options,
     calibration_batches,

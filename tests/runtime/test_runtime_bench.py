@@ -18,11 +18,11 @@ from fusionedge.runtime.bench import (
     STAGES,
     BenchOptions,
     data_inputs,
-    interleave,
     parse_batches,
     run_bench,
     synthetic_inputs,
 )
+from fusionedge.timing import interleave
 
 PERCENTILE_KEYS = {"mean_ms", "p50_ms", "p95_ms", "p99_ms"}
 
