@@ -2,7 +2,7 @@
 
 Both fill an AudioRing at their own sample rate from another thread and hand out the
 model's window (its sample rate, its length) ending at a given moment. sounddevice (and
-with it PortAudio) is imported when a microphone starts, never before.
+with it PortAudio) is imported when a MicrophoneSource is made, never before.
 """
 
 from __future__ import annotations
@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
+from fusionedge.runtime.capture import CaptureSource, CaptureStats
 from fusionedge.runtime.ring import AudioRing, AudioWindow
 
 log = logging.getLogger(__name__)
 
 
-def import_sounddevice():
+def import_sounddevice() -> ModuleType:
     """sounddevice, or an error that says which system package provides PortAudio."""
     try:
         import sounddevice
@@ -33,24 +35,40 @@ def import_sounddevice():
 
 
 @dataclass
-class AudioStats:
-    """Blocks received, input overflows and underflows (from PortAudio's status flags),
-    stream restarts, and the last errors."""
+class AudioStats(CaptureStats):
+    """Counters since start: blocks received and input overflows and underflows (from
+    PortAudio's status flags); besides opens, reopen attempts and errors."""
 
     blocks: int = 0
     overflows: int = 0
     underflows: int = 0
-    restarts: int = 0
-    errors: list[str] = field(default_factory=list)
+
+    @property
+    def restarts(self) -> int:
+        """Stream restarts: the audio name for reopens."""
+        return self.reopens
 
 
-class AudioSource:
-    """What the live loop needs from any audio input: the model's window ending at a time."""
+class AudioSource(CaptureSource):
+    """What the live loop needs from any audio input: the model's window ending at a time.
 
-    def __init__(self, device_rate: int, capacity_s: float) -> None:
+    A subclass writes mono float32 blocks into `ring` from its capture loop or callback.
+    """
+
+    kind = "audio"
+    logger = log
+    stats: AudioStats
+
+    def __init__(
+        self,
+        device_rate: int,
+        capacity_s: float,
+        backoff_s: tuple[float, float] = (0.25, 4.0),
+        name: str = "",
+    ) -> None:
+        super().__init__(AudioStats(), backoff_s, name)
         self.device_rate = device_rate
         self.ring = AudioRing(int(capacity_s * device_rate), device_rate)
-        self.stats = AudioStats()
 
     def window(
         self, num_samples: int, sample_rate: int, end_ns: int | None = None
@@ -73,10 +91,6 @@ class AudioSource:
         out[num_samples - len(body) :] = body
         return AudioWindow(out, raw.end_ns, sample_rate)
 
-    def _note(self, message: str) -> None:
-        log.warning("audio: %s", message)
-        self.stats.errors = [*self.stats.errors[-9:], message]
-
 
 class WavFileSource(AudioSource):
     """Plays an audio file into the ring in real time, block by block, as a mic would."""
@@ -87,21 +101,19 @@ class WavFileSource(AudioSource):
         from fusionedge.preprocess import read_audio, to_mono_float32
 
         data, rate = read_audio(path)
-        super().__init__(rate, capacity_s)
         self.path = Path(path)
+        super().__init__(rate, capacity_s, name=self.path.name)
         self.samples = to_mono_float32(data, str(path))
         self.block = max(1, int(rate * block_ms / 1000))
         self.loop = loop
-        self.finished = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.finished = threading.Event()  # played to the end (and does not loop)
 
-    def start(self) -> WavFileSource:
-        self._thread = threading.Thread(target=self._run, name=f"wav:{self.path.name}", daemon=True)
-        self._thread.start()
-        return self
+    def _gives_up(self, error: Exception) -> bool:
+        # Playing a file again from the start would replay audio the loop already heard.
+        self.finished.set()
+        return True
 
-    def _run(self) -> None:
+    def _capture(self) -> None:
         start, position = time.monotonic(), 0
         while not self._stop.is_set():
             if position >= len(self.samples):
@@ -116,17 +128,6 @@ class WavFileSource(AudioSource):
             self.stats.blocks += 1
             position += len(block)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> WavFileSource:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 class MicrophoneSource(AudioSource):
     """A sounddevice InputStream feeding the ring, restarted when it stops delivering.
@@ -140,6 +141,7 @@ class MicrophoneSource(AudioSource):
         capacity_s: Seconds of audio the ring keeps.
         stale_after_s: No callback for this long counts as a stalled device: the stream
             is closed and reopened, with backoff.
+        backoff_s: First and longest wait between reopen attempts.
     """
 
     def __init__(
@@ -155,21 +157,24 @@ class MicrophoneSource(AudioSource):
         if isinstance(self.device, str) and self.device.isdigit():
             self.device = int(self.device)
         self.requested_rate = sample_rate
-        self.block_ms, self.stale_after_s, self.backoff_s = block_ms, stale_after_s, backoff_s
+        self.block_ms, self.stale_after_s = block_ms, stale_after_s
         self._sd = import_sounddevice()
-        super().__init__(self._choose_rate(), capacity_s)
-        self._stream = None
+        name = "default" if self.device is None else str(self.device)
+        super().__init__(self._choose_rate(), capacity_s, backoff_s, name)
+        self._stream = None  # a sounddevice.InputStream while open
         self._opened_ns = 0
-        self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
 
     def _choose_rate(self) -> int:
+        """The requested rate if the device takes it, else the device's default rate."""
         try:
             self._sd.check_input_settings(
                 device=self.device, samplerate=self.requested_rate, channels=1, dtype="float32"
             )
             return self.requested_rate
-        except Exception as e:  # PortAudioError or ValueError for an unsupported rate
+        except (self._sd.PortAudioError, ValueError) as e:
+            # How sounddevice refuses settings (PortAudio's error, or ValueError from its
+            # own checks). A device that does not exist is refused too, and query_devices
+            # then raises its own error for it. Anything else is a bug: it propagates.
             info = self._sd.query_devices(self.device, "input")
             rate = int(info["default_samplerate"])
             log.info(
@@ -202,6 +207,7 @@ class MicrophoneSource(AudioSource):
         )
         self._stream.start()
         self._opened_ns = time.monotonic_ns()
+        self.stats.opens += 1
 
     def _close(self) -> None:
         if self._stream is not None:
@@ -210,40 +216,36 @@ class MicrophoneSource(AudioSource):
             finally:
                 self._stream = None
 
-    def start(self) -> MicrophoneSource:
+    def _prepare(self) -> None:
+        # Opened in start(), in the caller's thread, so that a missing device fails there;
+        # the capture thread only watches the stream and reopens it.
         self._open()
-        self._watchdog = threading.Thread(target=self._watch, name="mic-watchdog", daemon=True)
-        self._watchdog.start()
-        return self
 
-    def _watch(self) -> None:
-        backoff = self.backoff_s[0]
+    def _release(self) -> None:
+        self._close()
+
+    def _capture(self) -> None:
+        """Watches the stream; one that stops delivering is closed and opened again."""
         while not self._stop.wait(self.stale_after_s / 4):
-            # Audio counts as fresh from the moment the stream (re)opened, so a stream
-            # gets stale_after_s to deliver its first block.
-            last = max(self.ring.end_ns or 0, self._opened_ns)
-            fresh = time.monotonic_ns() - last < self.stale_after_s * 1e9
-            if fresh and self._stream is not None and self._stream.active:
-                backoff = self.backoff_s[0]
+            if self._delivering():
+                self._backoff.reset()
                 continue
             self._note(f"no audio for {self.stale_after_s:.1f} s; reopening the stream")
             self._close()
-            self._stop.wait(backoff)
-            backoff = min(2 * backoff, self.backoff_s[1])
-            self.stats.restarts += 1
-            try:
-                self._open()
-            except Exception as e:  # the device may be gone for a while
-                self._note(f"reopen failed: {e}")
+            if self._wait_to_reopen():
+                self._reopen()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watchdog is not None:
-            self._watchdog.join(timeout=5)
-        self._close()
+    def _reopen(self) -> None:
+        try:
+            self._open()
+        except Exception as error:  # any: reported, and retried on the next check
+            # The device may be gone for a while (unplugged, its server restarting); the
+            # stream stays closed, so the next check finds no audio and backs off again.
+            self._note(f"reopen failed: {error!r}", error)
 
-    def __enter__(self) -> MicrophoneSource:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _delivering(self) -> bool:
+        # Audio counts as fresh from the moment the stream (re)opened, so a stream gets
+        # stale_after_s to deliver its first block.
+        last = max(self.ring.end_ns or 0, self._opened_ns)
+        fresh = time.monotonic_ns() - last < self.stale_after_s * 1e9
+        return fresh and self._stream is not None and self._stream.active

@@ -16,10 +16,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from fusionedge.runtime.capture import CaptureSource, CaptureStats
+
+if TYPE_CHECKING:
+    import cv2
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +40,48 @@ class Frame:
 
 
 @dataclass
-class CameraStats:
+class CameraStats(CaptureStats):
     """Counters since start: frames captured, frames replaced before anyone took them,
-    reopen attempts (after a failed open or a stream that stopped), and frames withheld as
-    frozen (identical to the one before)."""
+    and frames withheld as frozen (identical to the one before); besides opens, reopen
+    attempts (after a failed open, a capture error or a stream that stopped) and errors."""
 
     frames: int = 0
     dropped: int = 0
-    reopens: int = 0
     frozen: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def _is_url(source: int | str) -> bool:
     return isinstance(source, str) and "://" in source
 
 
-class CameraSource:
+class _FilePace:
+    """Holds a video file's frames back to its own frame rate, as a camera delivers them."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps, self.started, self.shown = fps, time.monotonic(), 0
+
+    def wait(self, stop: threading.Event) -> None:
+        if self.fps > 0:
+            self.shown += 1
+            stop.wait(max(0.0, self.started + self.shown / self.fps - time.monotonic()))
+
+
+class _Repeats:
+    """How many frames in a row have looked the same as the one before."""
+
+    def __init__(self) -> None:
+        self.previous: np.ndarray | None = None
+        self.count = 0
+
+    def see(self, image: np.ndarray) -> int:
+        signature = image[::8, ::8].copy()  # a coarse grid is enough to tell pictures apart
+        same = self.previous is not None and np.array_equal(signature, self.previous)
+        self.count = self.count + 1 if same else 0
+        self.previous = signature
+        return self.count
+
+
+class CameraSource(CaptureSource):
     """Newest-frame capture from cv2.VideoCapture on a background thread.
 
     Args:
@@ -66,6 +97,10 @@ class CameraSource:
         backoff_s: First and longest wait between reopen attempts.
     """
 
+    kind = "camera"
+    logger = log
+    stats: CameraStats
+
     def __init__(
         self,
         source: int | str | Path,
@@ -75,29 +110,19 @@ class CameraSource:
         frozen_after: int = 15,
         backoff_s: tuple[float, float] = (0.25, 4.0),
     ) -> None:
-        if isinstance(source, Path):
-            source = str(source)
-        if isinstance(source, str) and source.isdigit():
-            source = int(source)
-        if not isinstance(source, int | str):
-            raise TypeError(
-                f"camera source must be an index, a file path or a URL, got {type(source).__name__}"
-            )
-        self.source = source
-        self.is_file = isinstance(source, str) and not _is_url(source)
-        if self.is_file and not Path(source).is_file():
+        self.source = _parse_source(source)
+        self.is_file = isinstance(self.source, str) and not _is_url(self.source)
+        if self.is_file and not Path(self.source).is_file():
             raise FileNotFoundError(
-                f"camera source {source!r} is neither a URL nor an existing video file"
+                f"camera source {self.source!r} is neither a URL nor an existing video file"
             )
+        super().__init__(CameraStats(), backoff_s, name=str(self.source))
         self.realtime, self.loop = realtime, loop
-        self.timeout_ms, self.frozen_after, self.backoff_s = timeout_ms, frozen_after, backoff_s
-        self.stats = CameraStats()
-        self.finished = threading.Event()  # a non-looping file reached its end
+        self.timeout_ms, self.frozen_after = timeout_ms, frozen_after
+        self.finished = threading.Event()  # a file reached its end (and does not loop)
         self._frame: Frame | None = None
         self._taken = -1
         self._new = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._index = 0  # of the next frame, across reopens
 
     # ------------------------------------------------------------------ consumer side
@@ -118,29 +143,19 @@ class CameraSource:
             self._taken = self._frame.index
             return self._frame
 
-    # ------------------------------------------------------------------ lifetime
-
-    def start(self) -> CameraSource:
-        import cv2  # noqa: F401  (fail here, in the caller's thread, if OpenCV is missing)
-
-        self._thread = threading.Thread(target=self._run, name=f"camera:{self.source}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> CameraSource:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ capture thread
 
-    def _open(self):  # -> cv2.VideoCapture | None
+    def _prepare(self) -> None:
+        import cv2  # noqa: F401  (fail here, in the caller's thread, if OpenCV is missing)
+
+    def _gives_up(self, error: Exception) -> bool:
+        # A file that fails to decode fails again from the start; a device or stream may
+        # come back.
+        if self.is_file:
+            self.finished.set()
+        return self.is_file
+
+    def _open(self) -> cv2.VideoCapture | None:
         import cv2
 
         if isinstance(self.source, int):
@@ -161,86 +176,62 @@ class CameraSource:
         cap.release()
         return None
 
-    def _run(self) -> None:
-        backoff = self.backoff_s[0]
-        while not self._stop.is_set():
-            try:
-                self._capture()
-                return
-            except Exception as e:  # any error: see below
-                # A backend (a driver, FFmpeg) can raise from open or read (cv2.error);
-                # uncaught, it would end this thread silently and leave the last frame
-                # ageing forever. Reported, and retried like a stream that stopped.
-                if self.is_file:
-                    self._note(f"capture of {self.source!r} failed: {e!r}; giving up")
-                    self.finished.set()
-                    return
-                self._note(f"capture failed: {e!r}; reopening in {backoff:.2f} s")
-                backoff = self._wait_to_reopen(backoff)
-
     def _capture(self) -> None:
         """Reads until stopped or a file ends; reopens a source that stops delivering."""
-        cap, backoff, fps, started, shown = None, self.backoff_s[0], 0.0, 0.0, 0
-        previous, repeats = None, 0
-        try:
-            while not self._stop.is_set():
-                if cap is None:
-                    cap = self._open()
-                    if cap is None and self.is_file:
-                        # A file that does not open will not open later: end, do not retry.
-                        self._note(f"cannot decode video file {self.source!r}")
-                        self.finished.set()
-                        return
-                    if cap is None:
-                        self._note(f"cannot open {self.source!r}; retrying in {backoff:.2f} s")
-                        backoff = self._wait_to_reopen(backoff)
-                        continue
-                    backoff = self.backoff_s[0]
-                    fps = cap.get(5) or 0.0  # CAP_PROP_FPS; 0 when the backend does not know
-                    started, shown = time.monotonic(), 0
-                ok, image = cap.read()
-                if not ok:
-                    cap.release()
-                    cap = None
-                    if self.is_file and not self.loop:
-                        self.finished.set()
-                        return
-                    if not self.is_file:
-                        self._note(f"{self.source!r} stopped delivering; reopening")
-                        self.stats.reopens += 1
-                    continue
-                t_ns = time.monotonic_ns()
-                if self.is_file and self.realtime and fps > 0:
-                    # A file plays at its own rate: wait for the moment this frame is due.
-                    shown += 1
-                    self._stop.wait(max(0.0, started + shown / fps - time.monotonic()))
-                    t_ns = time.monotonic_ns()
-                signature = image[::8, ::8].copy()
-                if previous is not None and np.array_equal(signature, previous):
-                    repeats += 1
-                else:
-                    repeats = 0
-                previous = signature
-                if (
-                    isinstance(self.source, int)
-                    and self.frozen_after
-                    and repeats >= self.frozen_after
-                ):
-                    self.stats.frozen += 1
-                    continue  # withheld: the loop sees the picture age and marks it missing
-                self._publish(Frame(image, t_ns, self._index))
-                self._index += 1
-        finally:
-            if cap is not None:
+        while not self._stop.is_set() and not self.finished.is_set():
+            cap = self._open_or_wait()
+            if cap is None:
+                continue
+            try:
+                self._read(cap)
+            finally:
                 cap.release()
 
-    def _wait_to_reopen(self, backoff: float) -> float:
-        """Counts a reopen, waits `backoff` (or until stopped); returns the next wait."""
+    def _open_or_wait(self) -> cv2.VideoCapture | None:
+        """An opened capture, or None after waiting to retry (or ending a file)."""
+        cap = self._open()
+        if cap is not None:
+            self.stats.opens += 1
+        elif self.is_file:
+            # A file that does not open will not open later: end, do not retry.
+            self._note(f"cannot decode video file {self.source!r}")
+            self.finished.set()
+        else:
+            self._note(f"cannot open {self.source!r}; retrying in {self._backoff.next_s:.2f} s")
+            self._wait_to_reopen()
+        return cap
+
+    def _read(self, cap: cv2.VideoCapture) -> None:
+        """Publishes cap's frames until it stops delivering or capture is stopped."""
+        pace = _FilePace(cap.get(5) if self.is_file and self.realtime else 0.0)  # CAP_PROP_FPS
+        repeats = _Repeats()
+        watch_freeze = isinstance(self.source, int) and self.frozen_after > 0
+        while not self._stop.is_set():
+            ok, image = cap.read()
+            if not ok:
+                self._ended()
+                return
+            pace.wait(self._stop)
+            t_ns = time.monotonic_ns()
+            if watch_freeze and repeats.see(image) >= self.frozen_after:
+                self.stats.frozen += 1
+                continue  # withheld: the loop sees the picture age and marks it missing
+            self._publish(Frame(image, t_ns, self._index))
+            self._index += 1
+
+    def _ended(self) -> None:
+        """read() failed: the end of a file, or a device or stream that stopped."""
+        if self.is_file:
+            if not self.loop:
+                self.finished.set()
+            return
+        # Reopened at once, without a wait: a stream that drops its connection now and
+        # then is usually back on the first try.
+        self._note(f"{self.source!r} stopped delivering; reopening")
         self.stats.reopens += 1
-        self._stop.wait(backoff)
-        return min(2 * backoff, self.backoff_s[1])
 
     def _publish(self, frame: Frame) -> None:
+        self._backoff.reset()  # delivering again: the next failure waits the shortest time
         with self._new:
             if self._frame is not None and self._frame.index > self._taken:
                 self.stats.dropped += 1
@@ -248,6 +239,15 @@ class CameraSource:
             self.stats.frames += 1
             self._new.notify_all()
 
-    def _note(self, message: str) -> None:
-        log.warning("camera: %s", message)
-        self.stats.errors = [*self.stats.errors[-9:], message]
+
+def _parse_source(source: int | str | Path) -> int | str:
+    """A camera index as an int; a path or URL as a string."""
+    if isinstance(source, Path):
+        source = str(source)
+    if isinstance(source, str) and source.isdigit():
+        source = int(source)
+    if not isinstance(source, int | str):
+        raise TypeError(
+            f"camera source must be an index, a file path or a URL, got {type(source).__name__}"
+        )
+    return source
