@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import torch
 
-from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES, PRESENT, SPEC_KEY
+from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES, PRESENT, SPEC_KEY, input_layout
 from fusionedge.spec import ModelSpec
 from fusionedge.training.model import FusedModel
 
@@ -34,24 +34,19 @@ def example_inputs(
 ) -> dict[str, np.ndarray]:
     """Random inputs in the model contract's layout (uint8 images, PCM, token ids)."""
     rng = np.random.default_rng(seed)
+    shape = {name: (batch, *dims) for name, (_, dims) in input_layout(spec).items()}
     out: dict[str, np.ndarray] = {}
     if spec.image is not None:
-        out["image"] = rng.integers(
-            0, 256, (batch, spec.image.height, spec.image.width, 3), dtype=np.uint8
-        )
+        out["image"] = rng.integers(0, 256, shape["image"], dtype=np.uint8)
     if spec.audio is not None:
-        out["audio"] = (0.1 * rng.standard_normal((batch, spec.audio.num_samples))).astype(
-            np.float32
-        )
+        out["audio"] = (0.1 * rng.standard_normal(shape["audio"])).astype(np.float32)
     if spec.text is not None:
-        tokens = rng.integers(2, spec.text.tokenizer.vocab_size, (batch, spec.text.max_length))
+        tokens = rng.integers(2, spec.text.tokenizer.vocab_size, shape["tokens"])
         # Real rows end in padding: random lengths, the rest PAD (0).
         lengths = rng.integers(0, spec.text.max_length + 1, batch)
         tokens[np.arange(spec.text.max_length)[None, :] >= lengths[:, None]] = 0
         out["tokens"] = tokens.astype(np.int64)
-    out["present"] = (
-        np.ones((batch, len(spec.modalities)), dtype=bool) if present is None else present
-    )
+    out[PRESENT] = np.ones(shape[PRESENT], dtype=bool) if present is None else present
     return out
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fusionedge.arrays import SampleArrays
+from fusionedge.contract import modality_subsets, subset_name
 from fusionedge.export.onnx_export import example_inputs
 from fusionedge.training.model import FusedModel
 
@@ -45,11 +46,6 @@ class Case:
     inputs: dict[str, np.ndarray]
 
 
-def subsets(modalities: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """Every subset of the modalities, the empty one included."""
-    return [c for r in range(len(modalities) + 1) for c in itertools.combinations(modalities, r)]
-
-
 def real_inputs(samples: SampleArrays, batch: int) -> dict[str, np.ndarray]:
     """The first `batch` samples (repeated when there are fewer)."""
     index = np.arange(batch) % len(samples)
@@ -64,7 +60,7 @@ def cases(
     sources = [("random", None)] + ([("validation", samples)] if samples else [])
     for (source, data), batch in itertools.product(sources, batch_sizes):
         base = example_inputs(spec, batch, seed=batch) if data is None else real_inputs(data, batch)
-        for subset in subsets(spec.modalities):
+        for subset in modality_subsets(spec.modalities, empty=True):
             mask = np.array([m in subset for m in spec.modalities])
             inputs = dict(
                 base,
@@ -72,7 +68,7 @@ def cases(
                 if data is not None
                 else np.broadcast_to(mask, base["present"].shape).copy(),
             )
-            out.append(Case(source, batch, "+".join(subset), inputs))
+            out.append(Case(source, batch, subset_name(subset), inputs))
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES
+from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES, input_layout
 from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
 from fusionedge.runtime.providers import CUDA, check_active, requested_providers
 from fusionedge.runtime.result import Result, make_results
@@ -269,17 +269,11 @@ class Predictor:
                 )
 
     def input_layout(self) -> dict[str, tuple[type, tuple[int, ...]]]:
-        """Input name -> (dtype, shape without the batch dimension)."""
-        spec = self.spec
-        layout: dict[str, tuple[type, tuple[int, ...]]] = {}
-        if spec.image is not None:
-            layout["image"] = (np.uint8, (spec.image.height, spec.image.width, 3))
-        if spec.audio is not None:
-            layout["audio"] = (np.float32, (spec.audio.num_samples,))
-        if spec.text is not None:
-            layout["tokens"] = (np.int64, (spec.text.max_length,))
-        layout["present"] = (np.bool_, (len(spec.modalities),))
-        return layout
+        """Input name -> (dtype, shape without the batch dimension): contract.input_layout."""
+        return {
+            name: (np.dtype(dtype).type, shape)
+            for name, (dtype, shape) in input_layout(self.spec).items()
+        }
 
     def stack(self, samples: list[dict[str, np.ndarray | None]]) -> dict[str, np.ndarray]:
         """Prepared samples -> a batch of model inputs, zeros and present=False where absent."""

@@ -124,7 +124,7 @@ class StreamingEncoder:
         t0 = time.perf_counter_ns()
         if moved is not None and 0 < moved < frames * hop and moved % hop == 0:
             k = moved // hop
-            chunk = window[(frames - k) * hop : (frames - 1) * hop + spec.n_fft]
+            chunk = window[spec.frame_samples(frames - k, k)]
             mel = np.concatenate([self._mel[..., k:], split.logmel(chunk[None])], axis=-1)
         else:
             k = frames

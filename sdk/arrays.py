@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionedge.contract import INPUT_NAMES, PRESENT, input_layout
 from fusionedge.manifest import ManifestError, Problem, Record
 from fusionedge.preprocess import MediaError, load_audio, load_image
 from fusionedge.spec import ModelSpec
@@ -132,14 +133,12 @@ def load_arrays(
         ManifestError: naming each file that failed to decode, with its line and field.
     """
     n = len(records)
-    present = np.zeros((n, len(spec.modalities)), dtype=bool)
-    image = audio = tokens = None
-    if spec.image is not None:
-        image = np.zeros((n, spec.image.height, spec.image.width, 3), dtype=np.uint8)
-    if spec.audio is not None:
-        audio = np.zeros((n, spec.audio.num_samples), dtype=np.float32)
+    zeros = {
+        name: np.zeros((n, *shape), dtype) for name, (dtype, shape) in input_layout(spec).items()
+    }
+    present = zeros[PRESENT]
+    image, audio, tokens = (zeros.get(INPUT_NAMES[m]) for m in ("image", "audio", "text"))
     if spec.text is not None:
-        tokens = np.zeros((n, spec.text.max_length), dtype=np.int64)
         tokenizer = Tokenizer(spec.text)
     problems: list[Problem] = []
 

@@ -10,7 +10,6 @@ decoded samples -> scores; this module builds every input variant and scores it:
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ import numpy as np
 
 from fusionedge import corrupt
 from fusionedge.arrays import SampleArrays, load_arrays
+from fusionedge.contract import modality_subsets, subset_name
 from fusionedge.evaluation import split_records
 from fusionedge.metrics import task_metrics
 from fusionedge.spec import ModelSpec
@@ -81,11 +81,6 @@ def load_samples(data: str | Path, split: str, spec: ModelSpec) -> RobustnessSam
     if all(r.line in marks for r in records):
         clean = np.array([marks[r.line] == "none" for r in records], dtype=bool)
     return RobustnessSamples(arrays, [r.text for r in records], clean, manifest.path)
-
-
-def subset_name(modalities: tuple[str, ...] | list[str]) -> str:
-    """ "audio+image" for ("image", "audio"): sorted, so names do not depend on spec order."""
-    return "+".join(sorted(modalities))
 
 
 def metric_key(task: str) -> str:
@@ -165,12 +160,11 @@ def evaluate_robustness(
         result["n_clean"] = int(clean.sum())
     subset_scores: dict[tuple[str, ...], np.ndarray] = {}
     mods = spec.modalities
-    for size in range(len(mods), 0, -1):
-        for chosen in itertools.combinations(range(len(mods)), size):
-            keep = np.zeros(len(mods), dtype=bool)
-            keep[list(chosen)] = True
-            names = tuple(mods[j] for j in chosen)
-            subset_scores[names] = score(replace(arrays, present=arrays.present & keep))
+    # Largest first (the full model, then one missing, ...); a stable sort keeps the
+    # order within a size.
+    for names in sorted(modality_subsets(mods), key=len, reverse=True):
+        keep = np.array([m in names for m in mods])
+        subset_scores[names] = score(replace(arrays, present=arrays.present & keep))
     for suffix, rows in parts.items():
 
         def value(scores: np.ndarray, rows: np.ndarray | None = rows) -> float:

@@ -123,6 +123,14 @@ class AudioSpec:
         """Log-mel frames per window (the DFT convolution has no padding)."""
         return 1 + (self.num_samples - self.n_fft) // self.hop_length
 
+    def frame_samples(self, first: int, count: int) -> slice:
+        """The samples of a window that log-mel frames first .. first + count - 1 read.
+
+        The framing rule of the graph's front end: frame j covers samples
+        [j * hop_length, j * hop_length + n_fft), no padding at either end.
+        """
+        return slice(first * self.hop_length, (first + count - 1) * self.hop_length + self.n_fft)
+
 
 @dataclass(frozen=True)
 class TokenizerSpec:

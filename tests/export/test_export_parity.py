@@ -21,7 +21,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from fusionedge.arrays import SampleArrays
-from fusionedge.contract import INPUT_NAMES, SPEC_KEY
+from fusionedge.contract import INPUT_NAMES, SPEC_KEY, modality_subsets, subset_name
 from fusionedge.export.onnx_export import example_inputs
 from fusionedge.export.parity import (
     BATCH_SIZES,
@@ -29,7 +29,6 @@ from fusionedge.export.parity import (
     ParityError,
     cases,
     check_parity,
-    subsets,
 )
 from fusionedge.spec import MODALITIES, ModelSpec
 from fusionedge.training.registry import ENCODERS, FUSIONS
@@ -99,9 +98,10 @@ def test_combinations_cover_every_registered_part() -> None:
 def test_parity_cases_cover_every_batch_size_and_subset(default_export) -> None:
     spec = default_export.spec
     got = [(c.source, c.batch, c.present) for c in cases(default_export.model, None)]
-    expected = [("random", b, "+".join(s)) for b in BATCH_SIZES for s in subsets(spec.modalities)]
+    every = modality_subsets(spec.modalities, empty=True)
+    expected = [("random", b, subset_name(s)) for b in BATCH_SIZES for s in every]
     assert sorted(got) == sorted(expected)
-    assert len(subsets(spec.modalities)) == 2 ** len(spec.modalities)  # the empty one too
+    assert len(every) == 2 ** len(spec.modalities)  # the empty one too
     assert BATCH_SIZES == (1, 4, 32) and TOLERANCE == 1e-4
 
 
@@ -152,7 +152,7 @@ def test_present_mask_changes_the_exported_scores(exported) -> None:
     inputs = example_inputs(spec, 4, seed=3)
     sess = session(exported.path)
     answers = []
-    for subset in subsets(spec.modalities):
+    for subset in modality_subsets(spec.modalities, empty=True):
         mask = np.array([m in subset for m in spec.modalities])
         run = dict(inputs, present=np.broadcast_to(mask, inputs["present"].shape).copy())
         answers.append(sess.run(["scores"], run)[0])

@@ -406,6 +406,22 @@ def test_run_takes_the_raw_model_contract(predictor: Predictor) -> None:
     assert layout["present"] == (np.bool_, (3,))
 
 
+def test_contract_layout_is_the_exported_graphs_inputs(model_path: Path) -> None:
+    """contract.input_layout is what export wrote: names in order, dtypes, fixed dims."""
+    import onnxruntime as ort
+
+    from fusionedge.contract import input_layout
+    from fusionedge.runtime.model_file import spec_from_metadata
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    graph = [(i.name, i.type, tuple(i.shape[1:])) for i in session.get_inputs()]
+    metadata = session.get_modelmeta().custom_metadata_map
+    layout = input_layout(spec_from_metadata(metadata, model_path))
+    onnx_names = {"float32": "float"}  # ONNX's name for the one dtype numpy names otherwise
+    expected = [(n, f"tensor({onnx_names.get(d, d)})", s) for n, (d, s) in layout.items()]
+    assert graph == expected
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

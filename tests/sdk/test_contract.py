@@ -57,3 +57,29 @@ def test_split_model_names_follow_the_contract(tmp_path: Path) -> None:
     assert contract.embedding_input("audio") == "audio_embedding"
     assert set(contract.INPUT_NAMES) == {"image", "audio", "text"}
     assert contract.PRESENT not in contract.INPUT_NAMES.values()
+
+
+def test_subsets_are_named_one_way_whatever_the_order() -> None:
+    subsets = contract.modality_subsets(("image", "audio", "text"), empty=True)
+    assert subsets[0] == () and len(subsets) == 8 and len(set(subsets)) == 8
+    assert [len(s) for s in subsets] == sorted(len(s) for s in subsets)  # smallest first
+    assert contract.modality_subsets(("image", "audio")) == [
+        ("image",),
+        ("audio",),
+        ("image", "audio"),
+    ]
+    assert contract.subset_name(("image", "audio")) == contract.subset_name(["audio", "image"])
+    assert contract.subset_name(("image", "audio")) == "audio+image"
+    assert contract.subset_name(()) == "none"
+
+
+def test_framing_rule_covers_the_window_exactly_once_per_frame() -> None:
+    from fusionedge.spec import AudioSpec
+
+    audio = AudioSpec()
+    whole = audio.frame_samples(0, audio.num_frames)
+    assert whole.start == 0 and whole.stop <= audio.num_samples
+    assert whole.stop + audio.hop_length > audio.num_samples  # one more frame would not fit
+    tail = audio.frame_samples(audio.num_frames - 3, 3)
+    assert tail.stop == whole.stop
+    assert tail.stop - tail.start == 2 * audio.hop_length + audio.n_fft
