@@ -49,23 +49,23 @@ def fusionedge_fold(
     if not (run / "best.safetensors").exists():
         train(fold, run, load_config(None, overrides), progress=False)
     if backend == "torch":
-        from fusionedge.training.evaluate import evaluate_run
+        from fusionedge.training.torch_eval import evaluate_run
 
         result = evaluate_run(run, fold, "test")
         if live:
-            from fusionedge.training.evaluate import live_run
+            from fusionedge.training.torch_eval import live_run
 
             result["live"] = live_run(run, fold, "test")
     else:
         from fusionedge.export.run import export_run
-        from fusionedge.runtime.evaluate import evaluate_model_file
+        from fusionedge.runtime.onnx_eval import evaluate_model_file
 
         model = out / "model.onnx"
         if not model.exists():
             export_run(run, model, fold)
         result = evaluate_model_file(model, fold, "test")
         if live:
-            from fusionedge.runtime.evaluate import live_model_file
+            from fusionedge.runtime.onnx_eval import live_model_file
 
             result["live"] = live_model_file(model, fold, "test")
     metrics = json.loads((run / "metrics.json").read_text())

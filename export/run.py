@@ -21,7 +21,7 @@ from fusionedge.export.parity import ParityError, check_parity
 from fusionedge.export.precision import MAX_DROP_POINTS, add_copies
 from fusionedge.export.split import export_split
 from fusionedge.training.checkpoint import atomic_write_bytes, load_model
-from fusionedge.training.evaluate import resolve_checkpoint
+from fusionedge.training.torch_eval import resolve_checkpoint
 from fusionedge.version import __version__
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ with it PortAudio) is imported when a MicrophoneSource is made, never before.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +105,10 @@ class WavFileSource(AudioSource):
         self.samples = to_mono_float32(data, str(path))
         self.block = max(1, int(rate * block_ms / 1000))
         self.loop = loop
-        self.finished = threading.Event()  # played to the end (and does not loop)
+
+    @property
+    def ends(self) -> bool:
+        return not self.loop
 
     def _gives_up(self, error: Exception) -> bool:
         # Playing a file again from the start would replay audio the loop already heard.

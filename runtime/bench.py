@@ -5,7 +5,7 @@
 
 Each call of the pipeline is timed in three stages, as `Predictor.predict_batch` runs
 them: preprocess (Predictor.prepare on raw inputs, then stack), inference (Predictor.run)
-and postprocess (make_results). A baseline (PyTorch eager, from fusionedge.bench) can run
+and postprocess (make_results). A baseline (PyTorch eager, from fusionedge.cli.benchmark) can run
 on the same prepared inputs, alternating with the runtime in blocks of calls
 (fusionedge.timing), so drift in clock speed or background load hits both alike and the
 ratio is fair.

@@ -119,11 +119,14 @@ class CameraSource(CaptureSource):
         super().__init__(CameraStats(), backoff_s, name=str(self.source))
         self.realtime, self.loop = realtime, loop
         self.timeout_ms, self.frozen_after = timeout_ms, frozen_after
-        self.finished = threading.Event()  # a file reached its end (and does not loop)
         self._frame: Frame | None = None
         self._taken = -1
         self._new = threading.Condition()
         self._index = 0  # of the next frame, across reopens
+
+    @property
+    def ends(self) -> bool:
+        return self.is_file and not self.loop
 
     # ------------------------------------------------------------------ consumer side
 

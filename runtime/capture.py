@@ -78,6 +78,8 @@ class CaptureSource:
         self.backoff_s = backoff_s
         self.name = name
         self._backoff = Backoff(*backoff_s)
+        # Set when a source that ends by itself (see `ends`) has ended.
+        self.finished = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -104,6 +106,12 @@ class CaptureSource:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def ends(self) -> bool:
+        """Whether the source ends by itself (a file that does not loop), setting
+        `finished`; a device or stream delivers until stop()."""
+        return False
 
     @property
     def stopping(self) -> bool:

@@ -129,8 +129,8 @@ def test_missing_checkpoint_exits_2(
 def test_quickstart_latency_keeps_its_keys(trained: Path) -> None:
     # compare_latency shares the bench's interleaving; the quickstart report must not change.
     from fusionedge.arrays import load_arrays
+    from fusionedge.cli.quickstart import compare_latency
     from fusionedge.manifest import read_manifest
-    from fusionedge.quickstart import compare_latency
     from fusionedge.runtime import Predictor
     from fusionedge.training.checkpoint import load_model
 

@@ -62,7 +62,7 @@ def test_cli_live_json_for_a_run_folder_and_its_onnx_file(trained: tuple[Path, P
 
 
 def test_same_seed_same_figures_other_seed_other_windows(trained: tuple[Path, Path]) -> None:
-    from fusionedge.runtime.evaluate import live_model_file
+    from fusionedge.runtime.onnx_eval import live_model_file
 
     data, root = trained
     first = live_model_file(root / "model.onnx", data, seed=7, providers="cpu")
@@ -72,7 +72,7 @@ def test_same_seed_same_figures_other_seed_other_windows(trained: tuple[Path, Pa
 
 
 def test_split_folder_reuses_audio_between_hops(trained: tuple[Path, Path]) -> None:
-    from fusionedge.runtime.evaluate import live_model_file
+    from fusionedge.runtime.onnx_eval import live_model_file
 
     data, root = trained
     single = live_model_file(root / "model.onnx", data, providers="cpu")

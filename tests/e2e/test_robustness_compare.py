@@ -71,7 +71,7 @@ def test_eval_robustness_run_folder_json_png_and_onnx_agree(
     text = capsys.readouterr().out
     assert "audio+image" in text and "worst loss with one modality missing" in text
     assert (root / "model.robustness.png").is_file()
-    from fusionedge.runtime.evaluate import robustness_model_file
+    from fusionedge.runtime.onnx_eval import robustness_model_file
 
     onnx_rob = robustness_model_file(root / "model.onnx", data, noise=False)
     assert onnx_rob["subsets"] == pytest.approx(rob["subsets"], abs=1e-9)
@@ -83,7 +83,7 @@ def test_huge_audio_noise_leaves_an_audio_only_model_near_chance(
 ) -> None:
     """Scored on audio alone, the model cannot beat chance by much once noise drowns it."""
     data, root = trained
-    from fusionedge.runtime.evaluate import score_arrays
+    from fusionedge.runtime.onnx_eval import score_arrays
     from fusionedge.runtime.predictor import Predictor
 
     with Predictor.from_path(root / "model.onnx", providers="cpu", threads=1) as predictor:

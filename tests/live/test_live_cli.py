@@ -17,8 +17,8 @@ from live_helpers import Clip, write_avi
 
 from fusionedge.manifest import read_manifest
 from fusionedge.runtime import Predictor
-from fusionedge.runtime import session as session_module
-from fusionedge.runtime.session import LiveConfig, run_live
+from fusionedge.runtime import live_app as session_module
+from fusionedge.runtime.live_app import LiveConfig, run_live
 
 REQUIRED_KEYS = {
     "t",

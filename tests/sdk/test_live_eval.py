@@ -267,7 +267,7 @@ def test_evaluate_live_refuses_regression(
 
 def test_live_eval_and_the_runtime_evaluation_load_no_torch() -> None:
     code = (
-        "import fusionedge.live_eval, fusionedge.runtime.evaluate, sys; "
+        "import fusionedge.live_eval, fusionedge.runtime.onnx_eval, sys; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(

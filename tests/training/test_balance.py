@@ -15,7 +15,7 @@ from fusionedge.spec import SpecError
 from fusionedge.training import trainer
 from fusionedge.training.balance import class_weights, epoch_order
 from fusionedge.training.config import config_from_json, load_config
-from fusionedge.training.evaluate import evaluate_run
+from fusionedge.training.torch_eval import evaluate_run
 from fusionedge.training.trainer import train
 
 # 40:40:4 in train, balanced val and test: "red" is the minority class.

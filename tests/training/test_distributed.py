@@ -23,7 +23,7 @@ from support import TINY_OVERRIDES, read_log, read_weights, tiny_config
 from fusionedge.training import distributed
 from fusionedge.training.checkpoint import load_checkpoint
 from fusionedge.training.distributed import DistContext
-from fusionedge.training.evaluate import evaluate_run
+from fusionedge.training.torch_eval import evaluate_run
 from fusionedge.training.trainer import train
 
 EPOCHS = 10  # ~0.2 s each on 2 processes: time to catch the run between epochs

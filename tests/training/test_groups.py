@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from support import tiny_config, write_dataset
 
-from fusionedge.commands import format_eval
+from fusionedge.cli.commands import format_eval
 from fusionedge.evaluation import split_groups
 from fusionedge.manifest import read_manifest
-from fusionedge.training.evaluate import evaluate_run
+from fusionedge.training.torch_eval import evaluate_run
 from fusionedge.training.trainer import train
 
 # The split warnings come from training.run_data; the parent logger sees every module.
@@ -106,7 +106,7 @@ def test_eval_reports_the_test_groups_seen_in_training(leaky_run, leaky: Path) -
 def test_eval_of_the_exported_model_reports_the_same_groups(
     leaky_run, leaky: Path, tmp_path: Path
 ) -> None:
-    from fusionedge.commands import evaluate
+    from fusionedge.cli.commands import evaluate
     from fusionedge.export.run import export_run
 
     out, _ = leaky_run

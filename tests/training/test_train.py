@@ -15,7 +15,7 @@ from fusionedge.manifest import read_manifest
 from fusionedge.spec import ModelSpec, SpecError
 from fusionedge.training.checkpoint import load_checkpoint
 from fusionedge.training.config import config_from_json
-from fusionedge.training.evaluate import evaluate_run
+from fusionedge.training.torch_eval import evaluate_run
 from fusionedge.training.trainer import RunFolderError, train
 
 EPOCHS = 8

@@ -65,7 +65,7 @@ def count_parameters(run: Path) -> int:
 def measure_one(model: Path, data: Path, split: str) -> dict[str, Any]:
     """Accuracy, macro F1 and missing-modality accuracy of an exported model, in the runtime."""
     from fusionedge.robustness import subset_name
-    from fusionedge.runtime.evaluate import evaluate_model_file, robustness_model_file
+    from fusionedge.runtime.onnx_eval import evaluate_model_file, robustness_model_file
     from fusionedge.runtime.predictor import Predictor
 
     evaluation = evaluate_model_file(model, data, split)

@@ -102,13 +102,8 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
         runner = LiveRunner(predictor, camera, audio, text, config.options)
         sink = config.jsonl.open("a", encoding="utf-8") if config.jsonl else None
         window = None if config.headless else LiveWindow()
-        files = [
-            s
-            for s in (camera, audio)
-            if s is not None
-            and hasattr(s, "finished")
-            and (not isinstance(s, CameraSource) or s.is_file)
-        ]
+        # Sources that end by themselves (files): the run ends when all of them have.
+        files = [s for s in (camera, audio) if s is not None and s.ends]
         end = None if config.duration_s is None else time.monotonic() + config.duration_s
         for result in runner:
             line = json.dumps(result.to_json())

@@ -28,7 +28,7 @@ def compare_latency(
     """
     import torch
 
-    from fusionedge.bench import torch_call
+    from fusionedge.cli.benchmark import torch_call
     from fusionedge.runtime.bench import inference_call
     from fusionedge.timing import batch_of_one, latency_stats
 
@@ -54,11 +54,11 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
     from fusionedge.demo.avdigits import generate
     from fusionedge.evaluation import split_arrays
     from fusionedge.export.run import export_run
-    from fusionedge.runtime.evaluate import evaluate_model_file, live_model_file
+    from fusionedge.runtime.onnx_eval import evaluate_model_file, live_model_file
     from fusionedge.runtime.predictor import Predictor
     from fusionedge.training.checkpoint import load_model
     from fusionedge.training.config import load_config
-    from fusionedge.training.evaluate import evaluate_run
+    from fusionedge.training.torch_eval import evaluate_run
     from fusionedge.training.trainer import train
 
     out = Path(out)

@@ -1,27 +1,25 @@
-"""Train, export and run multimodal models: the `fusionedge` command line.
+"""The `fusionedge` parser: global flags, then one add_<command> step per subcommand.
 
-The parser and main(); what each subcommand does is in commands.py, which imports a
-package only when its command runs, so `fusionedge --help` loads nothing heavy.
+Each subcommand's handler is in commands.py, which imports a package only when its
+command runs, so building the parser (and `fusionedge --help`) loads nothing heavy.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
-from fusionedge import commands
+from fusionedge.cli import commands
 from fusionedge.demo import DEFAULT_SAMPLES
 from fusionedge.version import __version__
 
-log = logging.getLogger("fusionedge")
+DESCRIPTION = "Train, export and run multimodal models: the `fusionedge` command line."
 # What parser.add_subparsers() returns; argparse exports no public name for it.
 Subparsers = argparse._SubParsersAction
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `fusionedge` parser: global flags, then one add_* step per subcommand."""
-    parser = argparse.ArgumentParser(prog="fusionedge", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="fusionedge", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"fusionedge {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -42,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_set_flag(p: argparse.ArgumentParser, description: str) -> None:
+    """--set KEY=VALUE (repeatable): a training config override, parsed by load_config."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=description)
+
+
 def add_demo_data(sub: Subparsers) -> None:
     p = sub.add_parser("demo-data", help="write the built-in avdigits demo data set")
     p.add_argument("dir", help="output folder (manifest.jsonl, img/, wav/)")
@@ -58,13 +61,7 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument("--data", required=True, help="data set folder with manifest.jsonl")
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--config", help="YAML config file (keys as in TrainConfig)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set model.fusion=gated (repeatable)",
-    )
+    add_set_flag(p, "override a config key, e.g. --set model.fusion=gated (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.safetensors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run_command=commands.cmd_train)
@@ -102,13 +99,7 @@ def add_compare(sub: Subparsers) -> None:
     )
     p.add_argument("--out", default="compare", help="output folder, one run per fusion")
     p.add_argument("--epochs", type=int, help="training epochs of every fusion")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a training config key for every fusion (repeatable)",
-    )
+    add_set_flag(p, "override a training config key for every fusion (repeatable)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for latency")
     p.add_argument("--repeats", type=int, default=200, help="timed batch-1 calls per fusion")
@@ -261,32 +252,5 @@ def add_quickstart(sub: Subparsers) -> None:
         "--n", type=int, default=DEFAULT_SAMPLES, help=f"demo samples (default {DEFAULT_SAMPLES})"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a training config key (repeatable)",
-    )
+    add_set_flag(p, "override a training config key (repeatable)")
     p.set_defaults(run_command=commands.cmd_quickstart)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    try:
-        return args.run_command(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        # Caller mistakes (bad data, bad config, missing files) end in one clear line;
-        # anything else is a bug and keeps its traceback.
-        print(f"fusionedge {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

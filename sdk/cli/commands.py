@@ -63,10 +63,10 @@ def evaluate(model: str, data: str, split: str) -> dict[str, Any]:
     """A run folder (PyTorch) or an .onnx file or split folder (ONNX Runtime, no torch):
     the same keys (a runtime evaluation adds "providers", the providers it ran on)."""
     if is_model_file(model):
-        from fusionedge.runtime.evaluate import evaluate_model_file
+        from fusionedge.runtime.onnx_eval import evaluate_model_file
 
         return evaluate_model_file(model, data, split)
-    from fusionedge.training.evaluate import evaluate_run
+    from fusionedge.training.torch_eval import evaluate_run
 
     return evaluate_run(model, data, split)
 
@@ -79,13 +79,13 @@ def robustness(model: str, data: str, split: str) -> dict[str, Any]:
 
     path = Path(model)
     if is_model_file(model):
-        from fusionedge.runtime.evaluate import robustness_model_file
+        from fusionedge.runtime.onnx_eval import robustness_model_file
 
         result = robustness_model_file(model, data, split)
         stem = path.stem if path.suffix == ".onnx" else path.name
         png = path.with_name(f"{stem}.robustness.png")
     else:
-        from fusionedge.training.evaluate import robustness_run
+        from fusionedge.training.torch_eval import robustness_run
 
         result = robustness_run(model, data, split)
         png = (path if path.is_dir() else path.parent) / "robustness.png"
@@ -97,10 +97,10 @@ def live(model: str, data: str, split: str, seed: int) -> dict[str, Any]:
     """The `live` key of `fusionedge eval --live`: each sample as the live loop meets it
     (fusionedge.live_eval), through the same backend as the plain evaluation."""
     if is_model_file(model):
-        from fusionedge.runtime.evaluate import live_model_file
+        from fusionedge.runtime.onnx_eval import live_model_file
 
         return live_model_file(model, data, split, seed)
-    from fusionedge.training.evaluate import live_run
+    from fusionedge.training.torch_eval import live_run
 
     return live_run(model, data, split, seed)
 
@@ -147,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fusionedge.compare import format_compare, parse_fusions, run_compare
+    from fusionedge.cli.compare import format_compare, parse_fusions, run_compare
 
     overrides = list(args.set) + ([f"epochs={args.epochs}"] if args.epochs else [])
     report = run_compare(
@@ -166,7 +166,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from fusionedge.quickstart import format_report, run_quickstart
+    from fusionedge.cli.quickstart import format_report, run_quickstart
 
     report = run_quickstart(args.out, args.n, args.seed, args.set)
     print(format_report(report))
@@ -264,7 +264,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fusionedge.bench import bench, format_bench
+    from fusionedge.cli.benchmark import bench, format_bench
     from fusionedge.runtime.bench import BenchOptions, parse_batches
 
     options = BenchOptions(
@@ -286,7 +286,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fusionedge.runtime.live import LiveOptions
-    from fusionedge.runtime.session import LiveConfig, run_live
+    from fusionedge.runtime.live_app import LiveConfig, run_live
 
     if args.camera is None and args.mic is None and args.text is None:
         raise ValueError("give at least one of --camera, --mic, --text")
@@ -339,8 +339,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from fusionedge.runtime.camera import CameraSource
+    from fusionedge.runtime.live_app import open_audio
     from fusionedge.runtime.record import RecordConfig, record
-    from fusionedge.runtime.session import open_audio
 
     config = RecordConfig(
         out=Path(args.dir),

@@ -104,7 +104,7 @@ def bench_vs_torch(
 
     from fusionedge.runtime.bench import prepared_batches, run_bench
     from fusionedge.training.checkpoint import load_model
-    from fusionedge.training.evaluate import resolve_checkpoint
+    from fusionedge.training.torch_eval import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(run)
     on_cuda = predictor.providers[0] == "CUDAExecutionProvider" and torch.cuda.is_available()
