@@ -6,6 +6,8 @@ and embed_dim, plus the optional keyword arguments the user put in the config.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -73,6 +75,19 @@ class ImageEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float()
         return self.cnn((x - self.mean) * self.inv_std)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # The normalisation is written twice in a model file: in the spec (the metadata)
+        # and in these buffers (the graph). Weights whose buffers disagree with their spec
+        # would export a file that says one normalisation and applies another.
+        for name in ("mean", "inv_std"):
+            given = state_dict.get(prefix + name)
+            if given is not None and not torch.allclose(given, getattr(self, name)):
+                raise RuntimeError(
+                    f"{prefix}{name} is {given.flatten().tolist()} in the weights but "
+                    f"{getattr(self, name).flatten().tolist()} from the spec's image mean/std"
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 @IMAGE_ENCODERS.register("small_cnn")

@@ -238,6 +238,21 @@ def test_weights_that_do_not_fit_the_spec_are_refused(trained, tmp_path: Path) -
         load_model(path)
 
 
+def test_image_normalisation_that_disagrees_with_the_spec_is_refused(tmp_path: Path) -> None:
+    """mean/std live in the spec (the file's metadata) and in buffers (the graph): weights
+    whose buffers say otherwise than their spec are refused, not exported."""
+    spec = tiny_spec()
+    model = FusedModel(spec)
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, spec, model)
+    assert load_model(path).encoders["image"].mean.equal(model.encoders["image"].mean)
+    with torch.no_grad():
+        model.encoders["image"].mean += 1.0
+    save_checkpoint(path, spec, model)
+    with pytest.raises(CheckpointError, match=r"encoders\.image\.mean .* spec's image mean"):
+        load_model(path)
+
+
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "run" / "last.safetensors"
     atomic_write_bytes(path, b"old")
