@@ -61,7 +61,7 @@ def list_audio_inputs() -> list[dict[str, Any]]:
             try:
                 sd.check_input_settings(device=index, samplerate=rate, channels=1)
                 rates.append(rate)
-            except Exception:  # PortAudioError: rate or device refused
+            except (sd.PortAudioError, ValueError):  # this rate or device refused
                 continue
         out.append(
             {

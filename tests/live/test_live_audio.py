@@ -222,3 +222,18 @@ def test_microphone_survives_its_source_disappearing(virtual_mic: VirtualMic) ->
                 "channels=1",
             )
             virtual_mic.pactl("set-default-source", "virtmic")
+
+
+def test_audio_device_list_shows_the_virtual_mic_and_the_rates_it_takes(
+    virtual_mic: VirtualMic,
+) -> None:
+    """`fusionedge devices`: PortAudio's inputs, each probed at the common rates (a refused
+    rate is left out, not an error)."""
+    from fusionedge.runtime.devices import COMMON_RATES, list_audio_inputs
+
+    inputs = list_audio_inputs()
+    pulse = [d for d in inputs if d["name"] == "pulse"]
+    assert pulse, [d["name"] for d in inputs]
+    assert virtual_mic.rate in pulse[0]["rates"]
+    assert set(pulse[0]["rates"]) <= set(COMMON_RATES)
+    assert sum(d["default"] for d in inputs) <= 1
