@@ -8,8 +8,9 @@
 3. ONNX Runtime with the CUDA provider (strict: a silent CPU fallback fails the check):
    parity of fp32 and fp16 on CUDA against fp32 on CPU, on the validation samples, and
    the split model on CUDA against the single file;
-4. batch-1 and batch-32 latency, interleaved: ORT CUDA fp32 with and without IO binding,
-   ORT CUDA fp16, PyTorch eager on CUDA, ORT CPU.
+4. batch-1 and batch-32 latency through fusionedge.timing (the variants take turns in
+   blocks of 25 calls): ORT CUDA fp32 with and without IO binding, ORT CUDA fp16,
+   PyTorch eager on CUDA, ORT CPU.
 
 It prints one JSON report (and writes it to DIR/gpu_check.json) whose figures go into
 benchmarks/RESULTS.md. Exits 1 when a check fails, 2 when there is no usable CUDA.
@@ -126,12 +127,16 @@ def parity_on(provider: str, out: Path, data: Path) -> dict[str, Any]:
 def interleaved_latency(
     provider: str, out: Path, data: Path, run: Path, repeats: int = 300
 ) -> dict[str, Any]:
-    """Model-only milliseconds per call, variants alternating call by call."""
+    """Model-only milliseconds per call, timed through fusionedge.timing: after 20 warm-up
+    calls each, the variants take turns in blocks of 25 calls (batch 1: one test sample
+    after another, the same one for every variant at the same call; batch 32: one fixed
+    batch)."""
     import torch
 
     from fusionedge.arrays import load_arrays
     from fusionedge.manifest import read_manifest
     from fusionedge.runtime import Predictor
+    from fusionedge.timing import batch_of_one, latency_stats, timed_call
     from fusionedge.training.checkpoint import load_model
 
     model = out / "model.onnx"
@@ -155,24 +160,16 @@ def interleaved_latency(
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    runs = {name: p.run for name, p in variants.items()}
+    runs["torch_cuda_eager"] = torch_call
     report: dict[str, Any] = {}
     for size in (1, 32):
         batch = {k: np.ascontiguousarray(v[np.arange(size) % len(v)]) for k, v in samples.items()}
-        calls = {name: (lambda p=p, b=batch: p.run(b)) for name, p in variants.items()}
-        calls["torch_cuda_eager"] = lambda b=batch: torch_call(b)
-        times: dict[str, list[float]] = {name: [] for name in calls}
-        for i in range(20 + repeats):
-            for name, call in calls.items():
-                t0 = time.perf_counter()
-                call()
-                if i >= 20:
-                    times[name].append((time.perf_counter() - t0) * 1e3)
+        inputs_for = batch_of_one(samples) if size == 1 else (lambda _i, b=batch: b)
+        calls = {name: timed_call(inputs_for, fn) for name, fn in runs.items()}
+        figures = latency_stats(calls, repeats, warmup=20, percentiles=(50, 95))
         report[f"batch_{size}"] = {
-            name: {
-                "p50_ms": float(np.percentile(v, 50)),
-                "p95_ms": float(np.percentile(v, 95)),
-            }
-            for name, v in times.items()
+            name: {"p50_ms": f["p50_ms"], "p95_ms": f["p95_ms"]} for name, f in figures.items()
         }
         base = report[f"batch_{size}"]["torch_cuda_eager"]["p50_ms"]
         for v in report[f"batch_{size}"].values():

@@ -4,18 +4,20 @@
         [--repeats 300] [--out /tmp/int8_cpu] [--json]
 
 MODEL.onnx is an fp32 file from `fusionedge export`; DATA its data set (train split for
-calibration, val split for accuracy and timing). Everything is timed batch-1 and
-interleaved (the sessions take turns sample by sample), so a shared machine's load falls
-on all of them alike. Four tables:
+calibration, val split, or test when val is empty, for accuracy and timing). Latency is
+timed batch-1 through fusionedge.timing: after a warm-up, the sessions take turns in
+blocks of 25 calls on the same samples, so a shared machine's load falls on all of them
+alike while each runs back to back as in an application. Four tables:
 1. int8 variants next to fp32: accuracy, p50/p95, speed-up. The product's default is
    the first; the others change one choice each (per-tensor weights, signed activations,
    8-bit weights without reduce_range, which op types are quantised);
 2. the log-mel front end quantised too: NOT something `fusionedge export` does (it costs
    accuracy), only a measure of how much of the possible gain sits in the front end;
 3. each branch's share of fp32 latency, from sub-models cut out of the file;
-4. ONNX Runtime's profile, fp32 against the default int8, grouped into the front end,
-   Quantize/DequantizeLinear, Conv/Gemm/MatMul (what int8 can speed up) and the rest
-   (the profiler adds a few microseconds per node: compare, do not add up to latency).
+4. ONNX Runtime's profile (the sessions taking turns sample by sample), fp32 against the
+   default int8, grouped into the front end, Quantize/DequantizeLinear, Conv/Gemm/MatMul
+   (what int8 can speed up) and the rest (the profiler adds a few microseconds per node:
+   compare, do not add up to latency).
 """
 
 from __future__ import annotations

@@ -3,8 +3,12 @@
     .venv/bin/python benchmarks/session_options.py MODEL.onnx [--data DIR] [--repeats 300]
         [--json]
 
-Each comparison builds its sessions first, then alternates them call by call on the same
-inputs, so background load hits every variant alike; the ratios are the figures to read.
+Each comparison builds its sessions first and runs its variants on the same inputs in
+alternation, so background load hits every variant alike; the ratios are the figures to
+read. 1 and 2 time through fusionedge.timing: after 20 warm-up calls each, the variants
+take turns in blocks of 25 calls, each running back to back as in an application; 3
+alternates spinning on and off in 1 s blocks; 4 and 5 alternate their variants call by
+call.
 
 1. graph optimisation level (disable / basic / extended / all), batch 1 and 32, 1 thread;
 2. intra-op threads (1 / 2 / default), batch 1 and 32;
@@ -36,13 +40,13 @@ RNG = np.random.default_rng(0)
 
 
 def inputs_for(predictor: Predictor, batch: int, data: Path | None) -> dict[str, np.ndarray]:
-    """Real decoded test samples when data is given, else random ones of the right layout."""
+    """The first `batch` decoded test samples (repeated to fill the batch when the split has
+    fewer) when data is given, else random ones of the right layout."""
     if data is not None:
         from fusionedge.arrays import load_arrays
-        from fusionedge.manifest import read_manifest
+        from fusionedge.evaluation import pick_split
 
-        manifest = read_manifest(data)
-        records = manifest.split("test")[:batch]
+        manifest, _, records = pick_split(data, ["test"], limit=batch)
         arrays = load_arrays(records, predictor.spec, manifest.path).inputs()
         index = np.arange(batch) % len(records)
         return {k: v[index] for k, v in arrays.items()}
@@ -52,7 +56,8 @@ def inputs_for(predictor: Predictor, batch: int, data: Path | None) -> dict[str,
 def interleaved(
     variants: dict[str, Predictor], inputs: dict[str, np.ndarray], repeats: int, warmup: int = 20
 ) -> dict[str, dict[str, float]]:
-    """p50/p95 ms of each variant's session run, alternating variants call by call."""
+    """p50/p95 ms of each variant's session run, the variants taking turns in blocks of 25
+    calls (fusionedge.timing.interleave), after `warmup` calls each."""
 
     def call(predictor: Predictor):
         def run(_: int) -> dict[str, float]:

@@ -107,7 +107,6 @@ class Predictor:
             session_options(options.threads, options.spinning, options.optimization),
             requested,
             Path(options.cache_dir) if options.cache_dir is not None else None,
-            options.optimization,
         )
 
     @classmethod

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import platform
+import threading
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,18 @@ SPINNING_KEY = "session.intra_op.allow_spinning"
 CONFIG_KEYS = (SPINNING_KEY,)
 
 
+def optimization_levels() -> dict[str, Any]:
+    """Our names for ONNX Runtime's graph optimisation levels."""
+    import onnxruntime as ort
+
+    return {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+
+
 def session_options(threads: int = 0, spinning: bool = True, optimization: str = "all") -> Any:
     """ort.SessionOptions for a fusionedge model.
 
@@ -44,12 +57,7 @@ def session_options(threads: int = 0, spinning: bool = True, optimization: str =
     """
     import onnxruntime as ort
 
-    levels = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
+    levels = optimization_levels()
     if optimization not in levels:
         raise ValueError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
     options = ort.SessionOptions()
@@ -101,11 +109,7 @@ def cached_model_path(path: Path, cache_dir: Path, providers: list[str], optimiz
 
 
 def open_session(
-    path: Path,
-    options: Any,
-    providers: list[str],
-    cache_dir: Path | None = None,
-    optimization: str = "all",
+    path: Path, options: Any, providers: list[str], cache_dir: Path | None = None
 ) -> Any:
     """An InferenceSession on path; with cache_dir, the optimised graph is saved once and
     later sessions load it instead of optimising again.
@@ -116,6 +120,8 @@ def open_session(
     Raises:
         FileNotFoundError: no file at path.
         ModelFileError: ONNX Runtime cannot load the file as a model.
+        ValueError: options already name a file for the optimised graph, and so does the
+            cache.
     """
     import onnxruntime as ort
 
@@ -123,8 +129,17 @@ def open_session(
         raise FileNotFoundError(f"no model file at {path}")
     source = path
     if cache_dir is not None:
+        if options.optimized_model_filepath:
+            raise ValueError(
+                f"options.optimized_model_filepath is {options.optimized_model_filepath!r} "
+                "and cache_dir is set: both save the optimised graph; pass one of them"
+            )
         options = copy_options(options)
-        cached = cached_model_path(path, Path(cache_dir), providers, optimization)
+        # The level the options really ask for is part of the key: a graph optimised less
+        # must not be served to a caller who asked for more.
+        names = {level: name for name, level in optimization_levels().items()}
+        level = names[options.graph_optimization_level]
+        cached = cached_model_path(path, Path(cache_dir), providers, level)
         if cached.is_file():
             source = cached
             # Already optimised: optimising again would only cost load time.
@@ -133,7 +148,8 @@ def open_session(
             cached.parent.mkdir(parents=True, exist_ok=True)
             # ONNX Runtime writes the file while it builds the session; a temporary name
             # and a rename keep a half-written cache from ever being loaded.
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            writer = f"{os.getpid()}.{threading.get_ident()}"  # two threads may miss at once
+            tmp = cached.with_name(f".{cached.name}.{writer}.tmp")
             options.optimized_model_filepath = str(tmp)
     try:
         session = ort.InferenceSession(str(source), options, providers=providers)

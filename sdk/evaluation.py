@@ -127,8 +127,10 @@ def pick_split(
     for calibration or accuracy.
 
     Raises:
-        ValueError: every split named is empty.
+        ValueError: every split named is empty, or limit is below 1.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit: expected a number of samples of at least 1 or None, got {limit}")
     manifest = read_manifest(data, require_labels=require_labels)
     for split in splits:
         records = manifest.split(split)
