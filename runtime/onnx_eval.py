@@ -42,9 +42,13 @@ def opened(model: str | Path | Predictor, providers: str) -> Iterator[Predictor]
 
 
 def evaluate_model_file(
-    model: str | Path, data: str | Path, split: str = "test", providers: str = "auto"
+    model: str | Path | Predictor,
+    data: str | Path,
+    split: str = "test",
+    providers: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluates an ONNX file on one split of a data set, fused and per modality."""
+    """Evaluates an ONNX file (or an open Predictor) on one split of a data set, fused
+    and per modality."""
     with opened(model, providers) as predictor:
         spec = predictor.spec
         manifest, arrays = load_split(data, split, spec)
@@ -54,7 +58,8 @@ def evaluate_model_file(
             score_arrays(predictor, arrays),
             lambda present: score_arrays(predictor, arrays, present),
         )
-        return describe(result, model, manifest, split, spec) | {"providers": predictor.providers}
+        report = describe(result, predictor.path, manifest, split, spec)
+        return report | {"providers": predictor.providers}
 
 
 def robustness_model_file(

@@ -84,18 +84,18 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
         lap("train")
     export = export_run(run, onnx_path, data)
     lap("export")
-    runtime_eval = evaluate_model_file(onnx_path, data, "test")
-    lap("eval_runtime")
-    # What a camera and a microphone would make of the same test samples: the figure a
-    # user meets in `fusionedge run`, next to the one the files give.
-    live = live_model_file(onnx_path, data, "test")
-    lap("eval_live")
-    torch_eval = evaluate_run(run, data, "test")
-    lap("eval_torch")
-    with Predictor.from_path(onnx_path) as predictor:
+    with Predictor.from_path(onnx_path) as predictor:  # one session for every figure below
+        runtime_eval = evaluate_model_file(predictor, data, "test")
+        lap("eval_runtime")
+        # What a camera and a microphone would make of the same test samples: the figure
+        # a user meets in `fusionedge run`, next to the one the files give.
+        live = live_model_file(predictor, data, "test")
+        lap("eval_live")
+        torch_eval = evaluate_run(run, data, "test")
+        lap("eval_torch")
         _, samples = split_arrays(data, predictor.spec, ("test",), 100, seed=None)
         latency = compare_latency(load_model(run / "best.safetensors"), predictor, samples)
-    lap("latency")
+        lap("latency")
     report = {
         "eval": runtime_eval,
         "torch_eval": {"metrics": torch_eval["metrics"], "by_modality": torch_eval["by_modality"]},
