@@ -108,7 +108,9 @@ def write_fold(
     taken: dict[tuple[bool, int], int] = {}
     folder = out / f"fold-{test_speaker}"
     folder.mkdir(parents=True, exist_ok=True)
-    lines = []
+    # The folds share OUT/images and OUT/audio, outside each fold's folder: the header
+    # line opts in to such paths (README, "Data set format").
+    lines = [json.dumps({"fusionedge_manifest": 1, "allow_outside_paths": True})]
     for r in recordings:
         is_test = r.speaker == test_speaker
         key = (is_test, r.digit)

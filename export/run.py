@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +65,22 @@ def validation_samples(run: Path, data: str | Path | None, model) -> SampleArray
 def export_checked_split(
     model, folder: Path, samples: SampleArrays | None, opset: int
 ) -> dict[str, Any]:
-    """Writes the split parts into folder and checks them against PyTorch; a failed check
-    removes the folder, so only parts that passed are ever left for a user to load."""
-    tmp = folder.with_name(f".{folder.name}.checking")
-    parts = export_split(model, tmp, opset)
-    try:
-        parity = check_parity(model, tmp, samples)
-    except ParityError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ParityError({**e.report, "form": "split"}) from e
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    """Writes the split parts and checks them against PyTorch inside a hidden folder beside
+    folder, then moves them to folder; a failed check (or any exception, Ctrl-C and
+    SIGTERM included) removes them, so only parts that passed are ever left for a user to
+    load."""
+    with temporary(folder.with_name(f".{folder.name}.checking")) as checking:
+        # export_split writes through a ".tmp" folder beside its target: with the target
+        # inside `checking`, that one is inside too, and removing `checking` leaves nothing.
+        checking.mkdir()
+        parts_dir = checking / folder.name
+        parts = export_split(model, parts_dir, opset)
+        try:
+            parity = check_parity(model, parts_dir, samples)
+        except ParityError as e:
+            raise ParityError({**e.report, "form": "split"}) from e
+        shutil.rmtree(folder, ignore_errors=True)
+        parts_dir.rename(folder)
     return {
         "folder": str(folder),
         "parts": {
@@ -80,6 +89,54 @@ def export_checked_split(
         },
         "parity": parity,
     }
+
+
+@contextlib.contextmanager
+def temporary(path: Path) -> Iterator[Path]:
+    """Yields a temporary file or folder name (one left by a killed export is removed
+    first); whatever is still there when the block ends, however it ends (Ctrl-C and
+    SIGTERM included, see terminate_raises), is removed. What should stay is moved out
+    of it before."""
+    _remove(path)
+    try:
+        yield path
+    finally:
+        _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises SystemExit(128 + SIGTERM) in the main thread.
+
+    By default SIGTERM (a supervisor stopping the job, `kill`) ends Python at once, and
+    no finally or except clause runs; as an exception it unwinds through them like
+    Ctrl-C's KeyboardInterrupt, so every temporary is removed. Installed only from the
+    main thread (where Python runs handlers) and only over the default disposition: an
+    application's own handler, or SIG_IGN, is left alone. The previous handler is back
+    afterwards.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def export_run(
@@ -104,6 +161,10 @@ def export_run(
     measured next to fp32 in the report; one that loses more than max_drop points of the
     task's metric is not written unless force, and PrecisionRefused is raised after the
     fp32 file and the report are.
+
+    However it ends (an exception, Ctrl-C, SIGTERM, which raises SystemExit(143) while
+    the export runs), no temporary file or folder is left beside out; files already
+    checked and moved into place stay.
     """
     run, out = Path(run), Path(out)
     if out.suffix != ".onnx":
@@ -113,9 +174,39 @@ def export_run(
             "--int8 calibrates on real training samples: pass --data (the run names no "
             "data set that still exists)"
         )
-    checkpoint = resolve_checkpoint(run)
-    model = load_model(checkpoint)
-    tmp = out.with_name(f".{out.name}.tmp")
+    # Loaded before any temporary exists: Ctrl-C or SIGTERM landing inside a C extension's
+    # first import comes out as ImportError("initialization failed"), a traceback, not
+    # the interrupt. The export needs it anyway (parity runs the file in ONNX Runtime).
+    import onnxruntime  # noqa: F401
+
+    with terminate_raises():
+        checkpoint = resolve_checkpoint(run)
+        model = load_model(checkpoint)
+        with temporary(out.with_name(f".{out.name}.tmp")) as tmp:
+            report = checked_export(model, checkpoint, tmp, out, run, data, opset, split)
+            os.replace(tmp, out)
+        try:
+            add_copies(
+                report, out, resolve_data(run, data), model.spec, int8, fp16, force, max_drop
+            )
+        finally:
+            atomic_write_bytes(report_path(out), json.dumps(report, indent=2).encode())
+    return report
+
+
+def checked_export(
+    model,
+    checkpoint: Path,
+    tmp: Path,
+    out: Path,
+    run: Path,
+    data: str | Path | None,
+    opset: int,
+    split: bool,
+) -> dict[str, Any]:
+    """Exports to tmp and checks parity (and the split parts, placed beside out); returns
+    the report. On a parity failure the report is written beside out before ParityError
+    propagates."""
     facts = export_onnx(model, tmp, opset)
     report: dict[str, Any] = {
         "model": str(out),
@@ -137,11 +228,5 @@ def export_run(
     except ParityError as e:
         report["parity" if "parity" not in report else "split"] = e.report
         atomic_write_bytes(report_path(out), json.dumps(report, indent=2).encode())
-        tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, out)
-    try:
-        add_copies(report, out, resolve_data(run, data), model.spec, int8, fp16, force, max_drop)
-    finally:
-        atomic_write_bytes(report_path(out), json.dumps(report, indent=2).encode())
     return report

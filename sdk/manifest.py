@@ -17,16 +17,26 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from fusionedge.spec import MODALITIES
+from fusionedge.spec import MODALITIES, brief
 
 MANIFEST_NAME = "manifest.jsonl"
 SPLITS = ("train", "val", "test")
 KEYS = ("id", "image", "audio", "text", "label", "split", "group")
+
+# The optional header line: it must be the manifest's first line and carries settings of
+# the whole data set. A line is the header when it has HEADER_KEY, a field no sample has.
+HEADER_KEY = "fusionedge_manifest"
+HEADER_VERSION = 1
+HEADER_KEYS = (HEADER_KEY, "allow_outside_paths")
+OPT_IN = (
+    'a data set whose files live elsewhere says so on its first line: {"fusionedge_manifest": '
+    '1, "allow_outside_paths": true}'
+)
 
 Label = Union[str, tuple[str, ...], float]  # noqa: UP007 (a runtime alias on Python 3.10)
 
@@ -128,6 +138,10 @@ def read_manifest(
 ) -> Manifest:
     """Reads and validates a data set.
 
+    Image and audio paths must resolve (symlinks and ".." followed) to files inside the
+    manifest's folder, unless the first line is a header that opts out:
+    {"fusionedge_manifest": 1, "allow_outside_paths": true}.
+
     Args:
         path: The data set folder or its manifest.jsonl.
         require_labels: Whether every line must carry a label (training and evaluation).
@@ -137,6 +151,27 @@ def read_manifest(
         ManifestError: listing every problem found, with file, line and field.
         FileNotFoundError: there is no manifest at path.
     """
+    path = _locate(path)
+    reading = _Reading(path, path.parent.resolve(), require_labels, check_files)
+    records: list[Record] = []
+    first_line_of: dict[str, int] = {}
+    for index, (number, obj) in enumerate(_json_lines(reading)):
+        if obj is not None and HEADER_KEY in obj:
+            _read_header(obj, number, index == 0, reading)
+            continue
+        record = _parse_line(obj, number, reading) if obj is not None else None
+        if record is None:
+            continue
+        if record.id in first_line_of:
+            first = first_line_of[record.id]
+            reading.bad(number, "id", f"duplicate id {brief(record.id)} (first on line {first})")
+            continue
+        first_line_of[record.id] = number
+        records.append(record)
+    return _manifest(path, records, reading.problems)
+
+
+def _locate(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_NAME
@@ -145,41 +180,10 @@ def read_manifest(
             f"no data set manifest at {path} (expected a folder with "
             f"{MANIFEST_NAME}, or the file itself)"
         )
-    problems: list[Problem] = []
-    records: list[Record] = []
-    first_line_of: dict[str, int] = {}
-    with path.open("rb") as f:
-        for number, raw_bytes in enumerate(f, start=1):
-            try:
-                # utf-8-sig: a byte-order mark that an editor put on line 1 is not an error.
-                raw = raw_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                problems.append(
-                    Problem(
-                        path,
-                        number,
-                        "",
-                        f"not UTF-8 text (byte {raw_bytes[e.start]:#04x} at column {e.start + 1})",
-                    )
-                )
-                continue
-            if not raw.strip():
-                continue
-            record = _parse_line(raw, path, number, require_labels, check_files, problems)
-            if record is None:
-                continue
-            if record.id in first_line_of:
-                problems.append(
-                    Problem(
-                        path,
-                        number,
-                        "id",
-                        f"duplicate id {record.id!r} (first on line {first_line_of[record.id]})",
-                    )
-                )
-                continue
-            first_line_of[record.id] = number
-            records.append(record)
+    return path
+
+
+def _manifest(path: Path, records: list[Record], problems: list[Problem]) -> Manifest:
     label_kind = _check_label_kinds(records, path, problems)
     if not records and not problems:
         problems.append(Problem(path, 0, "", "the manifest has no samples"))
@@ -194,39 +198,104 @@ def read_manifest(
     return Manifest(path, tuple(records), modalities, label_kind, classes)
 
 
-def _parse_line(
-    raw: str,
-    path: Path,
-    number: int,
-    require_labels: bool,
-    check_files: bool,
-    problems: list[Problem],
-) -> Record | None:
-    def bad(field: str, message: str) -> None:
-        problems.append(Problem(path, number, field, message))
+@dataclass
+class _Reading:
+    """One manifest being read: what its lines are checked against, and what is wrong."""
 
+    path: Path
+    root: Path  # the manifest's folder, symlinks resolved: where its files must be
+    require_labels: bool
+    check_files: bool
+    allow_outside: bool = False
+    problems: list[Problem] = field(default_factory=list)
+
+    def bad(self, number: int, field: str, message: str) -> None:
+        self.problems.append(Problem(self.path, number, field, message))
+
+
+def _json_lines(reading: _Reading) -> Iterator[tuple[int, dict | None]]:
+    """(line number, JSON object) for each non-blank line; None for a line that is not a
+    JSON object, after recording why."""
+    with reading.path.open("rb") as f:
+        for number, raw_bytes in enumerate(f, start=1):
+            try:
+                # utf-8-sig: a byte-order mark that an editor put on line 1 is not an error.
+                raw = raw_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                byte = f"byte {raw_bytes[e.start]:#04x} at column {e.start + 1}"
+                reading.bad(number, "", f"not UTF-8 text ({byte})")
+                yield number, None
+                continue
+            if raw.strip():
+                yield number, _decode(raw, number, reading)
+
+
+def _decode(raw: str, number: int, reading: _Reading) -> dict | None:
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as e:
-        bad("", f"not valid JSON ({e.msg} at column {e.colno})")
+        reading.bad(number, "", f"not valid JSON ({e.msg} at column {e.colno})")
+        return None
+    except RecursionError:  # CPython's json recurses once per bracket
+        reading.bad(number, "", "not valid JSON (nested too deeply to read)")
+        return None
+    except ValueError as e:  # an integer of more digits than CPython converts
+        reading.bad(number, "", f"not valid JSON ({e})")
         return None
     if not isinstance(obj, dict):
-        bad("", f"expected a JSON object, got {type(obj).__name__}")
+        reading.bad(number, "", f"expected a JSON object, got {type(obj).__name__}")
         return None
+    return obj
+
+
+def _read_header(obj: dict, number: int, first: bool, reading: _Reading) -> None:
+    """The optional first line, {"fusionedge_manifest": 1, "allow_outside_paths": true}."""
+    version = obj[HEADER_KEY]
+    if not first:
+        reading.bad(number, HEADER_KEY, "a header belongs on the first line of the manifest")
+    elif isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        reading.bad(number, HEADER_KEY, f"expected format version 1, got {brief(version)}")
+    elif version > HEADER_VERSION:
+        reading.bad(
+            number,
+            HEADER_KEY,
+            f"format version {version} is newer than this fusionedge reads "
+            f"({HEADER_VERSION}); upgrade fusionedge",
+        )
+    else:
+        for key in sorted(set(obj) - set(HEADER_KEYS)):
+            if not key.startswith("_"):
+                reading.bad(
+                    number, key, f"unknown header field; accepted: {', '.join(HEADER_KEYS)}"
+                )
+        allow = obj.get("allow_outside_paths", False)
+        if isinstance(allow, bool):
+            reading.allow_outside = allow
+        else:
+            reading.bad(
+                number, "allow_outside_paths", f"expected true or false, got {brief(allow)}"
+            )
+
+
+def _parse_line(obj: dict, number: int, reading: _Reading) -> Record | None:
+    def bad(field: str, message: str) -> None:
+        reading.bad(number, field, message)
+
+    problems = reading.problems
     before = len(problems)
     for key in sorted(set(obj) - set(KEYS)):
         if not key.startswith("_"):  # "_"-prefixed keys are the user's own notes
             bad(key, f"unknown field; accepted: {', '.join(KEYS)} (prefix your own with _)")
     sample_id = obj.get("id")
     if not isinstance(sample_id, str) or not sample_id.strip():
-        bad("id", f"required, a non-empty string; got {sample_id!r}")
+        bad("id", f"required, a non-empty string; got {brief(sample_id)}")
         sample_id = ""
     files: dict[str, Path | None] = {}
-    for field in ("image", "audio"):
-        files[field] = _parse_file(obj.get(field), field, path.parent, check_files, bad)
+    for field_name in ("image", "audio"):
+        files[field_name] = _parse_file(obj.get(field_name), field_name, reading, bad)
     text = obj.get("text")
     if text is not None and not isinstance(text, str):
-        bad("text", f"expected a string, got {text!r}")
+        bad("text", f"expected a string, got {brief(text)}")
         text = None
     if isinstance(text, str) and not text.strip():
         text = None  # an empty hint is no hint: the model sees text as missing
@@ -237,13 +306,13 @@ def _parse_line(
         and len(problems) == before
     ):
         bad("", "a sample needs at least one of image, audio, text")
-    label = _parse_label(obj.get("label"), "label" in obj, require_labels, bad)
+    label = _parse_label(obj.get("label"), "label" in obj, reading.require_labels, bad)
     group = obj.get("group")
     if group is not None and (not isinstance(group, str) or not group.strip()):
         bad(
             "group",
             f"expected a non-empty string naming the sample's speaker, session or "
-            f"recording; got {group!r}",
+            f"recording; got {brief(group)}",
         )
         group = None
     split = obj.get("split")
@@ -253,7 +322,7 @@ def _parse_line(
         key = group or sample_id
         split = split_for_id(key) if key else "train"
     elif split not in SPLITS:
-        bad("split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
+        bad("split", f"expected one of {', '.join(SPLITS)}, got {brief(split)}")
     if len(problems) > before:
         return None
     return Record(
@@ -332,14 +401,30 @@ def missing_classes(manifest: Manifest, train: Iterable[Record]) -> list[str]:
     return [c for c in manifest.classes if c not in seen]
 
 
-def _parse_file(value: object, field: str, root: Path, check_files: bool, bad) -> Path | None:
+def _parse_file(value: object, field: str, reading: _Reading, bad) -> Path | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
-        bad(field, f"expected a file path relative to the manifest, got {value!r}")
+    if not isinstance(value, str) or not value or "\0" in value:
+        bad(field, f"expected a file path relative to the manifest, got {brief(value)}")
         return None
-    file = (root / value).resolve()
-    if check_files and not file.is_file():
+    try:
+        file = (reading.root / value).resolve()
+    except (OSError, RuntimeError) as e:  # RuntimeError: pathlib's "Symlink loop"
+        bad(field, f"cannot resolve {brief(value)}: {e}")
+        return None
+    if not reading.allow_outside and not file.is_relative_to(reading.root):
+        bad(
+            field,
+            f"{brief(value)} resolves to {file}, outside the data set's folder "
+            f"{reading.root}; {OPT_IN}",
+        )
+        return None
+    try:
+        found = not reading.check_files or file.is_file()
+    except OSError as e:  # a name longer than the file system allows, say
+        bad(field, f"cannot look up {brief(value)}: {e}")
+        return None
+    if not found:
         bad(field, f"file not found: {value} (looked for {file})")
         return None
     return file
@@ -355,14 +440,23 @@ def _parse_label(value: object, given: bool, required: bool, bad) -> Label | Non
     if isinstance(value, bool):
         pass  # a bool is a JSON literal, not a class or a number: reject below
     elif isinstance(value, int | float):
-        if math.isfinite(value):
-            return float(value)
-        bad("label", f"a numeric label must be finite, got {value!r}")
+        number = _as_float(value)
+        if math.isfinite(number):
+            return number
+        bad("label", f"a numeric label must be finite, got {brief(value)}")
         return None
     elif isinstance(value, list) and all(isinstance(v, str) and v for v in value):
         return tuple(sorted(set(value)))
-    bad("label", f"expected a class name, a list of class names, or a number; got {value!r}")
+    bad("label", f"expected a class name, a list of class names, or a number; got {brief(value)}")
     return None
+
+
+def _as_float(value: int | float) -> float:
+    """A JSON number as a float; an integer too large for one (10**400) becomes inf."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _check_label_kinds(records: list[Record], path: Path, problems: list[Problem]) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +34,25 @@ TASKS = ("multiclass", "binary", "multilabel", "regression")
 
 # The special tokens a wordpiece vocabulary must have (BERT's names).
 WORDPIECE_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+
+# Upper bounds. A spec arrives in files a user may not trust (a downloaded model's ONNX
+# metadata, a checkpoint), and the runtime allocates its inputs from it: these keep one
+# row of every input small while staying far above any model this project trains.
+MAX_IMAGE_SIDE = 4096  # pixels: 4096 x 4096 x 3 uint8 is 48 MiB per row
+MAX_SAMPLE_RATE = 384_000  # Hz: the highest rate audio interfaces offer
+MAX_WINDOW_SECONDS = 600  # 10 minutes of audio per window ...
+MAX_NUM_SAMPLES = 1 << 24  # ... and never more than 64 MiB of float32 per row, the bound
+#                            of the split front end's dynamic sample axis (export/split.py)
+MAX_N_FFT = 8192  # the front end's DFT kernels grow as n_fft squared: 268 MB at 8192
+MAX_N_MELS = 1024
+MAX_TEXT_LENGTH = 4096  # tokens: BERT-sized models use 512
+MAX_VOCAB = 1_000_000  # tokens: about every Unicode code point for "char"
+MAX_LABELS = 100_000
+MAX_EMBED_DIM = 16_384
+# JSON nesting: a real spec is about 5 levels deep (metrics.val.confusion_matrix[i]).
+# Deeper values under a free-form key (metrics, params) are refused before anything
+# recursive (dataclasses.asdict, repr, json.dumps) can meet them.
+MAX_DEPTH = 32
 
 Modality = Literal["image", "audio", "text"]
 Task = Literal["multiclass", "binary", "multilabel", "regression"]
@@ -61,9 +82,14 @@ class ImageSpec:
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
     def __post_init__(self) -> None:
-        _require(self.height >= 8 and self.width >= 8, "image.height/width", "at least 8")
+        _require(
+            all(8 <= side <= MAX_IMAGE_SIDE for side in (self.height, self.width)),
+            "image.height/width",
+            f"at least 8 and at most {MAX_IMAGE_SIDE} pixels",
+        )
         _require(self.resize in ("stretch", "letterbox"), "image.resize", "stretch or letterbox")
-        _require(all(s > 0 for s in self.std), "image.std", "positive values")
+        _require(all(map(math.isfinite, self.mean)), "image.mean", "finite numbers")
+        _require(all(0 < s < math.inf for s in self.std), "image.std", "positive finite values")
 
 
 @dataclass(frozen=True)
@@ -103,10 +129,22 @@ class AudioSpec:
             "audio.normalize",
             "none, window or bands",
         )
-        _require(self.sample_rate >= 1000, "audio.sample_rate", "at least 1000 Hz")
-        _require(self.num_samples >= self.n_fft, "audio.num_samples", "at least n_fft")
+        _require(
+            1000 <= self.sample_rate <= MAX_SAMPLE_RATE,
+            "audio.sample_rate",
+            f"at least 1000 Hz and at most {MAX_SAMPLE_RATE} Hz",
+        )
+        most = min(MAX_WINDOW_SECONDS * self.sample_rate, MAX_NUM_SAMPLES)
+        _require(
+            self.n_fft <= self.num_samples <= most,
+            "audio.num_samples",
+            f"at least n_fft and at most min({MAX_WINDOW_SECONDS} s * sample_rate, "
+            f"{MAX_NUM_SAMPLES}) = {most}",
+        )
+        _require(self.n_fft <= MAX_N_FFT, "audio.n_fft", f"at most {MAX_N_FFT}")
         _require(0 < self.hop_length <= self.n_fft, "audio.hop_length", "in (0, n_fft]")
-        _require(self.n_mels >= 1, "audio.n_mels", "at least 1")
+        _require(1 <= self.n_mels <= MAX_N_MELS, "audio.n_mels", f"1 to {MAX_N_MELS}")
+        _require(0 < self.log_floor < math.inf, "audio.log_floor", "a positive finite number")
         top = self.sample_rate / 2 if self.f_max is None else self.f_max
         _require(
             0 <= self.f_min < top <= self.sample_rate / 2,
@@ -158,6 +196,9 @@ class TokenizerSpec:
 
     def __post_init__(self) -> None:
         _require(self.kind in ("char", "wordpiece"), "text.tokenizer.kind", '"char" or "wordpiece"')
+        _require(
+            len(self.vocab) <= MAX_VOCAB, "text.tokenizer.vocab", f"at most {MAX_VOCAB} tokens"
+        )
         if self.kind == "char":
             _require(
                 all(len(c) == 1 for c in self.vocab), "text.tokenizer.vocab", "single characters"
@@ -195,7 +236,11 @@ class TextSpec:
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
 
     def __post_init__(self) -> None:
-        _require(self.max_length >= 1, "text.max_length", "at least 1")
+        _require(
+            1 <= self.max_length <= MAX_TEXT_LENGTH,
+            "text.max_length",
+            f"at least 1 and at most {MAX_TEXT_LENGTH}",
+        )
         if self.tokenizer.kind == "wordpiece":
             _require(
                 self.max_length >= 3,
@@ -268,13 +313,18 @@ class ModelSpec:
         )
         _require(self.task in TASKS, "task", f"one of {TASKS}")
         _require(len(self.labels) >= 1, "labels", "at least one label")
+        _require(len(self.labels) <= MAX_LABELS, "labels", f"at most {MAX_LABELS} labels")
         _require(len(set(self.labels)) == len(self.labels), "labels", "unique names")
         _require(all(self.labels), "labels", "non-empty names")
         if self.task == "binary":
             _require(len(self.labels) == 2, "labels", "exactly two labels for a binary task")
         if self.task == "regression":
             _require(len(self.labels) == 1, "labels", "one target name for regression")
-        _require(self.embed_dim >= 1, "embed_dim", "at least 1")
+        _require(
+            1 <= self.embed_dim <= MAX_EMBED_DIM,
+            "embed_dim",
+            f"at least 1 and at most {MAX_EMBED_DIM}",
+        )
 
     @property
     def num_outputs(self) -> int:
@@ -285,7 +335,11 @@ class ModelSpec:
         return dataclasses.asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+        """The spec as JSON; refuses (SpecError) what from_json would refuse, such as a
+        NaN among the metrics, so no file is written that cannot be read back."""
+        data = self.to_dict()
+        check_json_values(data, "")
+        return json.dumps(data, indent=indent, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
@@ -293,20 +347,20 @@ class ModelSpec:
             raise SpecError(f"a model spec is a JSON object, got {type(data).__name__}")
         version = data.get("schema_version", SCHEMA_VERSION)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise SpecError(f"schema_version: expected a positive integer, got {version!r}")
+            raise SpecError(f"schema_version: expected a positive integer, got {brief(version)}")
         if version > SCHEMA_VERSION:
             raise SpecError(
-                f"spec schema_version {version!r} is newer than this fusionedge "
+                f"spec schema_version {brief(version)} is newer than this fusionedge "
                 f"({__version__}) reads (up to {SCHEMA_VERSION}); upgrade fusionedge"
             )
         return from_dict(cls, data)
 
     @classmethod
-    def from_json(cls, text: str) -> ModelSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"a model spec must be JSON: {e}") from e
+    def from_json(cls, text: str | bytes) -> ModelSpec:
+        """Parses a spec; every way the text can be wrong is a SpecError."""
+        data = load_json(text, "a model spec")
+        # The same check as to_json's, from the root: what one writes, the other reads.
+        check_json_values(data, "")
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> ModelSpec:
@@ -316,6 +370,67 @@ class ModelSpec:
 def _require(ok: bool, key: str, accepted: str) -> None:
     if not ok:
         raise SpecError(f"{key}: expected {accepted}")
+
+
+_BRIEF = reprlib.Repr()
+# Long enough for any real path or name, short enough that one line stays readable.
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlong = 3, 240, 120, 40
+
+
+def brief(value: object) -> str:
+    """A short repr for error messages: a hostile value (a megabyte string, a list nested
+    900 deep, an integer of 10,000 digits) must not make the message itself fail or
+    drown the line that names the key."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"  # repr() refuses > 4300 digits
+    return _BRIEF.repr(value)
+
+
+def load_json(text: str | bytes, what: str) -> Any:
+    """json.loads for text from outside: malformed JSON, nesting deeper than Python's
+    recursion limit (a RecursionError inside json) and integers longer than CPython
+    converts (a plain ValueError) all end as SpecError naming `what`."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise SpecError(f"{what}: JSON nested too deeply to read") from None
+    except ValueError as e:  # JSONDecodeError, the 4300-digit limit, invalid UTF-8
+        raise SpecError(f"{what} must be JSON: {e}") from e
+
+
+def check_json_values(value: Any, path: str) -> None:
+    """Refuses non-finite numbers and nesting deeper than MAX_DEPTH anywhere in value.
+
+    Iterative, so it cannot itself run out of stack on the input it exists to refuse.
+
+    Raises:
+        SpecError: naming the dotted key of the first offending value.
+    """
+    stack = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise SpecError(f"{where}: expected a finite number, got {item!r}")
+        if isinstance(item, dict):
+            stack.extend(
+                (v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in item.items()
+            )
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
+
+
+def _finite(value: int | float, path: str) -> float:
+    """A JSON number as a finite float: 1e400 parses as inf and float(10**400) overflows,
+    so both are refused here, naming the key."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise SpecError(f"{path}: expected a finite number, got {brief(value)}")
+    return number
 
 
 T = TypeVar("T")
@@ -330,7 +445,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         SpecError: naming the dotted key that is unknown, missing or of the wrong type.
     """
     if not isinstance(data, dict):
-        raise SpecError(f"{path or cls.__name__}: expected an object, got {data!r}")
+        raise SpecError(f"{path or cls.__name__}: expected an object, got {brief(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -352,6 +467,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
+        check_json_values(value, path)
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -365,37 +481,37 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         raise SpecError(
             errors[0]
             if len(errors) == 1
-            else f"{path}: no accepted type fits {value!r} ({'; '.join(errors)})"
+            else f"{path}: no accepted type fits {brief(value)} ({'; '.join(errors)})"
         )
     if origin is Literal:
         if value not in args:
-            raise SpecError(f"{path}: expected one of {list(args)}, got {value!r}")
+            raise SpecError(f"{path}: expected one of {list(args)}, got {brief(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise SpecError(f"{path}: expected a list, got {value!r}")
+            raise SpecError(f"{path}: expected a list, got {brief(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise SpecError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+            raise SpecError(f"{path}: expected a list of {len(args)} values, got {brief(value)}")
         pairs = enumerate(zip(args, value, strict=True))
         return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in pairs)
     if origin is dict:
         if not isinstance(value, dict):
-            raise SpecError(f"{path}: expected an object, got {value!r}")
+            raise SpecError(f"{path}: expected an object, got {brief(value)}")
         return {k: _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpecError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+            raise SpecError(f"{path}: expected a number, got {brief(value)}")
+        return _finite(value, path)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{path}: expected an integer, got {value!r}")
+            raise SpecError(f"{path}: expected an integer, got {brief(value)}")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
-            raise SpecError(f"{path}: expected a {tp.__name__}, got {value!r}")
+            raise SpecError(f"{path}: expected a {tp.__name__}, got {brief(value)}")
         return value
     raise SpecError(f"{path}: unsupported field type {tp!r}")  # a bug in the dataclass

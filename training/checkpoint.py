@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fusionedge.contract import SPEC_KEY
-from fusionedge.spec import ModelSpec
+from fusionedge.spec import ModelSpec, SpecError, load_json
 
 if TYPE_CHECKING:
     from fusionedge.training.model import FusedModel
@@ -42,9 +42,12 @@ class Checkpoint:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes data to path so that readers see the old file or the new one, never a mix."""
+    """Writes data to path so that readers see the old file or the new one, never a mix.
+
+    The new file's mode follows the umask, as open() would give it (0644 under umask 022).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -52,8 +55,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside path, created 0o666 so that the kernel applies the umask.
+
+    Not tempfile.mkstemp: it creates 0600 whatever the umask, so run folders and export
+    reports came out private. Reading the umask to chmod instead means os.umask(0) and
+    back, which changes it for every thread in between (/proc/self/status is Linux only).
+    O_EXCL with a random name is what mkstemp does, without the fixed mode.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue  # another writer drew the same name: draw again
 
 
 def save_checkpoint(
@@ -117,28 +137,55 @@ def load_checkpoint(path: Path) -> Checkpoint:
             f"{path}: checkpoint metadata has no '{SPEC_KEY}'; the "
             "file is damaged or was not written by fusionedge"
         )
-    spec = ModelSpec.from_json(meta[SPEC_KEY])
+    spec = _read_spec(path, meta[SPEC_KEY])
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    optimizer = None
-    if "optimizer" in meta:
-        opt_meta = json.loads(meta["optimizer"])
-        state: dict[int, dict[str, Any]] = {}
+    optimizer = _optimizer_state(path, meta, tensors) if "optimizer" in meta else None
+    ema = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+    return Checkpoint(
+        spec,
+        model,
+        _json_object(path, meta, "state"),
+        optimizer,
+        tensors.get("rng.torch"),
+        ema or None,
+    )
+
+
+def _read_spec(path: Path, text: str) -> ModelSpec:
+    try:
+        return ModelSpec.from_json(text)
+    except SpecError as e:
+        raise CheckpointError(f"{path}: its spec ('{SPEC_KEY}') cannot be read: {e}") from e
+
+
+def _json_object(path: Path, meta: dict[str, str], key: str) -> dict[str, Any]:
+    """A metadata entry that holds a JSON object (an absent one is empty)."""
+    try:
+        value = load_json(meta.get(key, "{}"), f"metadata '{key}'")
+    except SpecError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: metadata '{key}' is not a JSON object")
+    return value
+
+
+def _optimizer_state(
+    path: Path, meta: dict[str, str], tensors: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """The optimiser's state_dict from its tensors ("optim.<index>.<name>") and the JSON
+    of its hyper-parameters and scalars; a damaged entry is a CheckpointError."""
+    opt_meta = _json_object(path, meta, "optimizer")
+    state: dict[int, dict[str, Any]] = {}
+    try:
         for key, value in tensors.items():
             if key.startswith("optim."):
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = value
         for index, values in opt_meta["scalars"].items():
             state.setdefault(int(index), {}).update(values)
-        optimizer = {"state": state, "param_groups": opt_meta["param_groups"]}
-    ema = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
-    return Checkpoint(
-        spec,
-        model,
-        json.loads(meta.get("state", "{}")),
-        optimizer,
-        tensors.get("rng.torch"),
-        ema or None,
-    )
+        return {"state": state, "param_groups": opt_meta["param_groups"]}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: the optimiser state is damaged ({e!r})") from e
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> FusedModel:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fusionedge.spec import AudioSpec, ImageSpec, SpecError, from_dict
+from fusionedge.spec import AudioSpec, ImageSpec, SpecError, from_dict, load_json
 from fusionedge.training.augment import AugmentConfig, default_augment, upgrade_legacy
 
 
@@ -209,7 +209,10 @@ def yaml_load(text: str) -> Any:
 
     number = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789."))
-    return yaml.load(text, Loader=Loader)
+    try:
+        return yaml.load(text, Loader=Loader)
+    except RecursionError:  # PyYAML builds nested values recursively
+        raise SpecError("YAML nested too deeply to read") from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -273,4 +276,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
 
 def config_from_json(text: str) -> TrainConfig:
     """The config of a run folder (config.json), also one written by an older fusionedge."""
-    return from_dict(TrainConfig, upgrade_legacy(json.loads(text)))
+    return from_dict(TrainConfig, upgrade_legacy(load_json(text, "config.json")))

@@ -12,7 +12,6 @@ pickled objects.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusionedge.spec import SpecError, TokenizerSpec
+from fusionedge.spec import SpecError, TokenizerSpec, load_json
 from fusionedge.training.bert import NAME, BertArchitecture, PretrainedText
+from fusionedge.training.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _load_json(path: Path) -> Any:
+    """A model folder's JSON file; unreadable, not UTF-8, malformed or absurdly nested
+    JSON is a SpecError naming the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as e:  # ValueError: UnicodeDecodeError
         raise SpecError(f"{path}: not readable JSON ({e})") from e
+    try:
+        return load_json(text, str(path))
+    except SpecError as e:
+        raise SpecError(f"{path}: not readable JSON ({e})") from e
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = _load_json(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a JSON object")
     return data
@@ -65,10 +75,9 @@ def _sentence_settings(folder: Path) -> tuple[str, bool]:
     normalize = False
     modules_file = folder / "modules.json"
     if modules_file.is_file():
-        try:
-            modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise SpecError(f"{modules_file}: not readable JSON ({e})") from e
+        modules = _load_json(modules_file)
+        if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+            raise SpecError(f"{modules_file}: expected a JSON list of module objects")
         normalize = any(str(m.get("type", "")).endswith(".Normalize") for m in modules)
     return pooling, normalize
 
@@ -127,18 +136,24 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     weights_only=True (plain tensors; no arbitrary objects are unpickled)."""
     st = folder / "model.safetensors"
     if st.is_file():
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(st))
+        try:
+            return load_file(str(st))
+        except (SafetensorError, OSError) as e:  # truncated, damaged, unreadable
+            raise CheckpointError(f"{st}: not a readable safetensors file ({e})") from e
     binary = folder / "pytorch_model.bin"
     if not binary.is_file():
-        raise ValueError(f"{folder}: no model.safetensors or pytorch_model.bin")
+        raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin")
     try:
         state = torch.load(binary, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{binary}: not a plain tensor file torch can load safely ({e})") from e
+        raise CheckpointError(
+            f"{binary}: not a plain tensor file torch can load safely ({e})"
+        ) from e
     if not isinstance(state, dict):
-        raise ValueError(f"{binary}: expected a dict of tensors, got {type(state).__name__}")
+        raise CheckpointError(f"{binary}: expected a dict of tensors, got {type(state).__name__}")
     return state
 
 
@@ -160,7 +175,8 @@ def load_pretrained(model: nn.Module) -> list[str]:
     folders read. Called once, when a new training run starts.
 
     Raises:
-        ValueError: the folder's weights do not fit the architecture in the spec.
+        SpecError: the folder's config.json no longer describes the spec's architecture.
+        CheckpointError: the folder's weights are unreadable or do not fit it.
     """
     read = []
     for module in model.modules():
@@ -169,7 +185,7 @@ def load_pretrained(model: nn.Module) -> list[str]:
         folder = _folder(module.source)
         arch = BertArchitecture.from_config(_read_json(folder / "config.json"), str(folder))
         if arch != module.arch:
-            raise ValueError(
+            raise SpecError(
                 f"{folder}/config.json describes {arch}, but the spec was built for "
                 f"{module.arch}; the folder changed after the run started"
             )
@@ -177,13 +193,13 @@ def load_pretrained(model: nn.Module) -> list[str]:
         own = module.bert.state_dict()
         missing = sorted(set(own) - set(state))
         if missing:
-            raise ValueError(
+            raise CheckpointError(
                 f"{folder}: the weights lack {len(missing)} BERT tensors, e.g. {missing[:3]}"
             )
         wrong = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
         if wrong:
             k = wrong[0]
-            raise ValueError(
+            raise CheckpointError(
                 f"{folder}: {k} has shape {tuple(state[k].shape)}, the architecture needs "
                 f"{tuple(own[k].shape)}"
             )
