@@ -3,7 +3,8 @@
 The dynamo exporter (torch.onnx.export(..., dynamo=True)) traces the model with a dynamic
 batch dimension; the spec goes into the file's metadata under `fusionedge.spec`, so the
 runtime needs nothing but the file. The graph is checked with onnx.checker (full check,
-which includes strict shape inference) before it is written.
+which includes strict shape inference) before it is written, then sealed
+(export/integrity.py): golden cases and a digest of the file, which the runtime checks.
 """
 
 from __future__ import annotations
@@ -16,38 +17,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 
-from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES, PRESENT, SPEC_KEY, input_layout
-from fusionedge.spec import ModelSpec
+from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES, PRESENT, SPEC_KEY
+from fusionedge.export.integrity import golden_cases, seal
+
+# Seeded inputs in the contract's layout: core's, since the runtime rebuilds the golden
+# cases from the same generator. Kept importable from here for export's other modules.
+from fusionedge.integrity import example_inputs
 from fusionedge.training.model import FusedModel
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-
-
-def example_inputs(
-    spec: ModelSpec, batch: int, seed: int = 0, present: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Random inputs in the model contract's layout (uint8 images, PCM, token ids)."""
-    rng = np.random.default_rng(seed)
-    shape = {name: (batch, *dims) for name, (_, dims) in input_layout(spec).items()}
-    out: dict[str, np.ndarray] = {}
-    if spec.image is not None:
-        out["image"] = rng.integers(0, 256, shape["image"], dtype=np.uint8)
-    if spec.audio is not None:
-        out["audio"] = (0.1 * rng.standard_normal(shape["audio"])).astype(np.float32)
-    if spec.text is not None:
-        tokens = rng.integers(2, spec.text.tokenizer.vocab_size, shape["tokens"])
-        # Real rows end in padding: random lengths, the rest PAD (0).
-        lengths = rng.integers(0, spec.text.max_length + 1, batch)
-        tokens[np.arange(spec.text.max_length)[None, :] >= lengths[:, None]] = 0
-        out["tokens"] = tokens.astype(np.int64)
-    out[PRESENT] = np.ones(shape[PRESENT], dtype=bool) if present is None else present
-    return out
 
 
 @contextlib.contextmanager
@@ -103,6 +86,8 @@ def export_onnx(model: FusedModel, path: str | Path, opset: int = DEFAULT_OPSET)
     facts = export_module(
         model, inputs, path, OUTPUT_NAMES, {SPEC_KEY: spec.to_json(indent=None)}, doc, opset
     )
+    facts |= seal(path, golden_cases(Path(path), spec))
+    facts["bytes"] = Path(path).stat().st_size  # with the golden cases and digest
     return facts | {"input_names": [INPUT_NAMES[m] for m in spec.modalities] + [PRESENT]}
 
 

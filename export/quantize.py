@@ -38,7 +38,9 @@ import numpy as np
 import onnx
 
 from fusionedge.arrays import SampleArrays
-from fusionedge.contract import PRECISION_KEY
+from fusionedge.contract import DIGEST_KEY, GOLDEN_KEY, PRECISION_KEY, SPEC_KEY
+from fusionedge.export.integrity import golden_cases, seal
+from fusionedge.spec import ModelSpec
 from fusionedge.training.frontend import LogMel
 
 log = logging.getLogger(__name__)
@@ -294,14 +296,20 @@ def quantized_node_count(model: onnx.ModelProto) -> int:
 
 
 def finish_copy(fp32: onnx.ModelProto, copy: onnx.ModelProto, path: Path, precision: str) -> None:
-    """Gives the copy the fp32 file's metadata plus its precision, checks it and saves it."""
+    """Gives the copy the fp32 file's metadata plus its precision, checks it, saves it and
+    seals it with golden cases and a digest of its own (export/integrity.py): the copy
+    computes other scores than the fp32 file, and its bytes differ."""
     check_contract(fp32, copy, path)
-    set_metadata(copy, model_metadata(fp32) | {PRECISION_KEY: precision})
+    metadata = model_metadata(fp32) | {PRECISION_KEY: precision}
+    for key in (DIGEST_KEY, GOLDEN_KEY):
+        metadata.pop(key, None)
+    set_metadata(copy, metadata)
     copy.producer_name = fp32.producer_name
     copy.doc_string = f"{fp32.doc_string} ({precision} copy)"
     copy = onnx.shape_inference.infer_shapes(copy, strict_mode=True)
     onnx.checker.check_model(copy, full_check=True)
     onnx.save(copy, str(path))
+    seal(path, golden_cases(path, ModelSpec.from_json(metadata[SPEC_KEY])))
 
 
 # ---------------------------------------------------------------------- fp16

@@ -4,7 +4,8 @@
 The parts are cut from the same FusedModel the single file comes from, so composed on the
 same inputs they compute the same scores (checked against PyTorch like the single file,
 see check_split_parity). The file layout and the contract between the parts are in
-runtime/split.py, which reads them.
+runtime/split.py, which reads them. Each part is sealed with its own digest, and the
+fusion part carries the golden cases of the parts composed (export/integrity.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from fusionedge.contract import (
     SPEC_KEY,
     embedding_input,
 )
+from fusionedge.export.integrity import seal, split_golden_cases
 from fusionedge.export.onnx_export import DEFAULT_OPSET, example_inputs, export_module
+from fusionedge.spec import ModelSpec
 from fusionedge.training.model import FusedModel
 
 
@@ -176,6 +179,17 @@ def export_split(
         "fusionedge split model: fusion and head (<modality>_embedding, present -> scores)",
         opset,
     )
+    seal_parts(tmp, spec, facts)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return facts
+
+
+def seal_parts(folder: Path, spec: ModelSpec, facts: dict[str, dict[str, Any]]) -> None:
+    """Gives every part its digest, and the fusion part the golden cases of the parts
+    composed (export/integrity.py); each part's facts get its digest and final size."""
+    golden = split_golden_cases(folder, spec)
+    for name, part in facts.items():
+        path = folder / f"{name}.onnx"
+        part |= seal(path, golden if name == FUSION_PART else None)
+        part["bytes"] = path.stat().st_size

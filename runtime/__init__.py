@@ -6,6 +6,13 @@ cv2 is loaded when the first image is prepared, onnxruntime when a model is open
 from fusionedge.runtime.model_file import ModelFileError
 from fusionedge.runtime.predictor import Predictor, PredictorOptions
 from fusionedge.runtime.providers import ProviderError
-from fusionedge.runtime.result import Result
+from fusionedge.runtime.result import NonFiniteError, Result
 
-__all__ = ["ModelFileError", "Predictor", "PredictorOptions", "ProviderError", "Result"]
+__all__ = [
+    "ModelFileError",
+    "NonFiniteError",
+    "Predictor",
+    "PredictorOptions",
+    "ProviderError",
+    "Result",
+]

@@ -230,10 +230,12 @@ class LiveRunner:
         use_frame = frame is not None and image_age <= stale
         anchor = frame.t_ns if use_frame and new_frame else t0
         text = self.text() if callable(self.text) else self.text
+        # Blank text is absent, as in a manifest and in Predictor.prepare.
+        text = text if text is not None and text.strip() else None
         if self.streaming is None:
-            turn = self._turn_single(frame if use_frame else None, anchor, text or None)
+            turn = self._turn_single(frame if use_frame else None, anchor, text)
         else:
-            turn = self._turn_streaming(frame if use_frame else None, anchor, text or None)
+            turn = self._turn_streaming(frame if use_frame else None, anchor, text)
         t2 = time.monotonic_ns()
         spec = self.predictor.spec
         row = turn.scores

@@ -106,7 +106,9 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
         files = [s for s in (camera, audio) if s is not None and s.ends]
         end = None if config.duration_s is None else time.monotonic() + config.duration_s
         for result in runner:
-            line = json.dumps(result.to_json())
+            # Strict JSON: a NaN would make the line unreadable to JSON parsers (the
+            # Predictor refuses non-finite scores; this guards what reaches the line).
+            line = json.dumps(result.to_json(), allow_nan=False)
             if config.headless:
                 print(line, file=out, flush=True)
             if sink is not None:

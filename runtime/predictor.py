@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES, input_layout
-from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
+from fusionedge.contract import INPUT_NAMES, OUTPUT_NAMES, PRESENT, input_layout
+from fusionedge.runtime.model_file import ModelFileError, check_model_file, spec_from_metadata
 from fusionedge.runtime.providers import CUDA, check_active, requested_providers
-from fusionedge.runtime.result import Result, make_results
+from fusionedge.runtime.result import NonFiniteError, Result, make_results
 from fusionedge.runtime.sessions import open_session, session_options
 from fusionedge.runtime.split import SplitGraph, part_kind
 from fusionedge.spec import ModelSpec
@@ -90,6 +90,7 @@ class Predictor:
                     f"{self.path}: this is the {part_kind(metadata)!r} part of a split "
                     f"model; open its folder ({self.path.parent}) instead"
                 )
+            check_model_file(self.path, self.session, self.spec)
         self.providers: list[str] = self.session.get_providers()
         # "auto" asks for CUDA only because the build offers it: not getting it is reported,
         # never an error; strict is for providers the caller named.
@@ -140,10 +141,14 @@ class Predictor:
                 [H, W, 3] or [H, W, 4], or an image file path.
             audio: PCM [samples] or [samples, channels] with its sample_rate, or an audio
                 file path.
-            text: A line of text.
+            text: A line of text; blank text ("", whitespace only) counts as absent.
             sample_rate: Hz of an audio array (required with one).
             color_order: "rgb" or "bgr", for image arrays.
         """
+        if isinstance(text, str) and not text.strip():
+            # Blank text is no text, as in a manifest (sdk/manifest.py): the model then
+            # sees what training showed it for a sample without text.
+            text = None
         given = {"image": image, "audio": audio, "text": text}
         extra = [m for m, v in given.items() if v is not None and m not in self.spec.modalities]
         if extra:
@@ -206,9 +211,44 @@ class Predictor:
 
         Raises:
             ValueError: an input is missing, extra, or of the wrong dtype or shape.
+            NonFiniteError: the model gave NaN or infinite outputs for some row.
         """
         self._check_arrays(inputs)
-        return self._run(inputs)
+        return self._run_checked(inputs)
+
+    def _run_checked(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """_run, refusing non-finite outputs: a NaN score would otherwise become the first
+        label (argmax) and invalid JSON downstream."""
+        scores, embedding = self._run(inputs)
+        bad = ~(np.isfinite(scores).all(axis=1) & np.isfinite(embedding).all(axis=1))
+        if bad.any():
+            raise NonFiniteError(self._non_finite_message(inputs, np.flatnonzero(bad)))
+        return scores, embedding
+
+    def _non_finite_message(self, inputs: dict[str, np.ndarray], rows: np.ndarray) -> str:
+        """Names the modalities of the first bad row that give non-finite outputs alone
+        (each rerun by itself, the others absent), and what their values look like."""
+        row = int(rows[0])
+        present = [m for j, m in enumerate(self.spec.modalities) if inputs[PRESENT][row, j]]
+        alone = [m for m in present if not self._finite_alone(inputs, row, m)]
+        where = f"sample {row}" if len(rows) == 1 else f"samples {rows.tolist()} (first: {row})"
+        if alone:
+            cause = "; ".join(describe_input(m, inputs[INPUT_NAMES[m]][row]) for m in alone)
+            source = f"from its {' and '.join(alone)} input ({cause})"
+        else:
+            source = f"from its inputs together ({'+'.join(present) or 'none present'})"
+        return (
+            f"the model gave non-finite scores (NaN or infinity) for {where} of the batch, "
+            f"{source}; no result is returned rather than a meaningless one"
+        )
+
+    def _finite_alone(self, inputs: dict[str, np.ndarray], row: int, modality: str) -> bool:
+        batch = self.stack([{m: None for m in self.spec.modalities}])
+        name = INPUT_NAMES[modality]
+        batch[name][0] = inputs[name][row]
+        batch[PRESENT][0, self.spec.modalities.index(modality)] = True
+        scores, embedding = self._run(batch)
+        return bool(np.isfinite(scores).all() and np.isfinite(embedding).all())
 
     def _run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if self.split is not None:
@@ -237,7 +277,17 @@ class Predictor:
         """A split model's fusion and head: embeddings by modality -> (scores, embedding)."""
         if self.split is None:
             raise ValueError(f"{self.path} is a single-file model; fuse() needs a split model")
-        return self.split.fuse(embeddings, present)
+        scores, embedding = self.split.fuse(embeddings, present)
+        if not (np.isfinite(scores).all() and np.isfinite(embedding).all()):
+            given = [m for m in self.spec.modalities if embeddings.get(m) is not None]
+            bad = [m for m in given if not np.isfinite(embeddings[m]).all()]  # type: ignore[arg-type]
+            source = f"non-finite {' and '.join(bad)} embeddings" if bad else "finite embeddings"
+            raise NonFiniteError(
+                f"the model gave non-finite scores (NaN or infinity) from {source} "
+                f"(given: {'+'.join(given) or 'none'}); no result is returned rather than "
+                "a meaningless one"
+            )
+        return scores, embedding
 
     def _check_arrays(self, inputs: dict[str, np.ndarray]) -> None:
         if self.session is None:
@@ -347,7 +397,7 @@ class Predictor:
             raise RuntimeError(f"the Predictor for {self.path} is closed")
         batch = self.stack(samples)
         t1 = time.perf_counter()
-        scores, embedding = self._run(batch)
+        scores, embedding = self._run_checked(batch)
         t2 = time.perf_counter()
         latency = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
         results = make_results(
@@ -370,6 +420,22 @@ class Predictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def describe_input(modality: str, array: np.ndarray) -> str:
+    """What a suspect input holds: non-finite values, PCM beyond [-1, 1], or values in
+    range (then the graph itself, its weights say, makes the NaN)."""
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            return f"{modality}: {int((~finite).sum())} of {array.size} values are NaN or infinite"
+        peak = float(np.abs(array).max())
+        if peak > 1:
+            return f"{modality}: largest |value| {peak:.3g}, outside PCM's [-1, 1]"
+    return (
+        f"{modality}: {array.dtype} values from {array.min():g} to {array.max():g}, in range: "
+        "the model's graph or weights make the non-finite values"
+    )
 
 
 def run_bound(session: Any, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

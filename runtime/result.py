@@ -10,6 +10,12 @@ import numpy as np
 from fusionedge.spec import ModelSpec
 
 
+class NonFiniteError(ValueError):
+    """The model gave NaN or infinite scores (for an input far outside what it was trained
+    on, such as audio samples of 1e30). Raised instead of returning a Result: NaN scores
+    rank as the first label and are not valid JSON."""
+
+
 @dataclass(frozen=True)
 class Result:
     """One sample's prediction.
@@ -61,7 +67,17 @@ def make_results(
     latency_ms: dict[str, float],
     top_k: int,
 ) -> list[Result]:
-    """Model outputs for a batch -> one Result per row."""
+    """Model outputs for a batch -> one Result per row.
+
+    Raises:
+        ValueError: scores has a column count other than the spec's number of labels
+            (a file whose spec and graph disagree; the Predictor refuses those at load).
+    """
+    if scores.ndim != 2 or scores.shape[1] != len(spec.labels):
+        raise ValueError(
+            f"the model gave scores of shape {list(scores.shape)}; the spec has "
+            f"{len(spec.labels)} labels, so [N, {len(spec.labels)}] was expected"
+        )
     results = []
     for row, emb, mask in zip(scores, embedding, present, strict=True):
         by_label = {label: float(s) for label, s in zip(spec.labels, row, strict=True)}

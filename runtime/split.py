@@ -33,7 +33,7 @@ from fusionedge.contract import (
     PART_KEY,
     embedding_input,
 )
-from fusionedge.runtime.model_file import ModelFileError, spec_from_metadata
+from fusionedge.runtime.model_file import ModelFileError, check_model_file, spec_from_metadata
 from fusionedge.spec import ModelSpec
 
 
@@ -56,6 +56,8 @@ class SplitGraph:
                 "and one <modality>.onnx per modality, written by `fusionedge export --split`)"
             )
         self.folder = folder
+        # With a separate front end, the audio part takes log-mel frames instead of PCM.
+        self.logmel_input = (folder / f"{FRONTEND_PART}.onnx").is_file()
         self.fusion = open_session(folder / f"{FUSION_PART}.onnx")
         self.spec: ModelSpec = self._check_part(self.fusion, FUSION_PART, None)
         self.encoders: dict[str, Any] = {}
@@ -64,7 +66,7 @@ class SplitGraph:
             self._check_part(session, m, self.spec)
             self.encoders[m] = session
         self.frontend: Any | None = None
-        if (folder / f"{FRONTEND_PART}.onnx").is_file():
+        if self.logmel_input:
             self.frontend = open_session(folder / f"{FRONTEND_PART}.onnx")
             self._check_part(self.frontend, FRONTEND_PART, self.spec)
         self.embed_dim = self.spec.embed_dim
@@ -83,6 +85,7 @@ class SplitGraph:
                 f"{path}: its spec differs from {FUSION_PART}.onnx's; the parts come from "
                 "different exports"
             )
+        check_model_file(path, session, found, part, self.logmel_input)
         return found
 
     @property

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 SPEC_KEY = "fusionedge.spec"  # the ModelSpec as JSON: preprocessing, labels, parts
 PRECISION_KEY = "fusionedge.precision"  # "int8" / "fp16" on a converted copy
 PART_KEY = "fusionedge.part"  # which part of a split model a file is
+# sha256 of the file's bytes without this entry ("sha256:<hex>"; fusionedge.integrity).
+DIGEST_KEY = "fusionedge.digest"
+# Seeded inputs' scores as the file computed them at export, as JSON (fusionedge.integrity).
+GOLDEN_KEY = "fusionedge.golden"
 
 # Graph inputs: one per modality of the spec, in spec order, then the presence mask.
 INPUT_NAMES = {"image": "image", "audio": "audio", "text": "tokens"}

@@ -8,11 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """json.dumps for everything the CLI prints: strict JSON, never NaN or Infinity (which
+    json.dumps writes by default and JSON parsers refuse). A non-finite float is written
+    as null (an undefined metric has no value); allow_nan=False catches anything else."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -21,7 +39,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     summary = generate(args.dir, n=args.n, seed=args.seed, workers=args.workers)
     print(
         f"wrote {summary['n']} samples to {summary['manifest']} "
-        f"({summary['seconds']:.1f} s): {json.dumps(summary['splits'])}"
+        f"({summary['seconds']:.1f} s): {dumps(summary['splits'])}"
     )
     return 0
 
@@ -142,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result["robustness"] = robustness(args.model, args.data, args.split)
     if args.live:
         result["live"] = live(args.model, args.data, args.split, args.seed)
-    print(json.dumps(result) if args.json else format_eval(result))
+    print(dumps(result) if args.json else format_eval(result))
     return 0
 
 
@@ -159,7 +177,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         threads=args.threads,
         repeats=args.repeats,
     )
-    print(json.dumps(report) if args.json else format_compare(report))
+    print(dumps(report) if args.json else format_compare(report))
     if not args.json:
         print(f"report: {Path(args.out) / 'compare.json'}")
     return 0
@@ -219,12 +237,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fusionedge.runtime import Predictor
 
     with Predictor.from_path(args.model, providers=args.providers) as predictor:
+        if args.image is None and args.audio is None and not (args.text or "").strip():
+            # The API answers "nothing present" (the live loop needs it when every input
+            # is stale); a command line without inputs is a mistake, not that question.
+            raise ValueError(nothing_given(predictor.spec.modalities, args.text))
         result = predictor.predict(image=args.image, audio=args.audio, text=args.text)
     if args.json:
         out = result.to_dict()
         out.pop("embedding")
         out["providers"] = predictor.providers
-        print(json.dumps(out))
+        print(dumps(out))
         return 0
     shown = result.label if result.value is None else f"{result.value:.4f}"
     given = "+".join(m for m, p in result.present.items() if p) or "nothing"
@@ -236,31 +258,82 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+PREDICT_FLAGS = {"image": "--image", "audio": "--audio", "text": "--text"}
+
+
+def nothing_given(modalities: tuple[str, ...], text: str | None) -> str:
+    flags = ", ".join(PREDICT_FLAGS[m] for m in modalities)
+    blank = " (the --text given is blank, which counts as no text)" if text is not None else ""
+    return f"no input given{blank}; this model takes {flags}: give at least one"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from fusionedge.runtime.info import model_info
 
-    info = model_info(args.model)
-    if args.json:
-        print(json.dumps(info))
-        return 0
+    info = model_info(args.model, args.verify, args.providers, args.tolerance)
+    print(dumps(info) if args.json else format_info(args.model, info))
+    failure = info_failure(info)
+    if failure is not None:
+        print(f"fusionedge info: error: {failure}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def info_failure(info: dict[str, Any]) -> str | None:
+    """Why `info` exits 2: the first problem of the file, or the failed verification."""
+    if info["problems"]:
+        return info["problems"][0]
+    verify = info.get("verify")
+    if verify is not None and not verify["passed"]:
+        return f"{info['path']}: golden-case verification failed: {verify['reason']}"
+    return None
+
+
+def format_info(model: str, info: dict[str, Any]) -> str:
     spec = info["spec"]
-    print(
-        f"{args.model}: {info['bytes'] / 1e6:.2f} MB, fusionedge {spec['fusionedge_version']}, "
-        f"schema {spec['schema_version']}, opset {info['opset']}"
-    )
-    print(f"  task {spec['task']}, {len(spec['labels'])} labels: {', '.join(spec['labels'])}")
+    lines = [
+        f"{model}: {info['bytes'] / 1e6:.2f} MB, fusionedge {spec['fusionedge_version']}, "
+        f"schema {spec['schema_version']}, opset {info['opset']}, {info['precision']}",
+        f"  task {spec['task']}, {len(spec['labels'])} labels: {', '.join(spec['labels'])}",
+    ]
     width = max(map(len, [*info["inputs"], *info["outputs"]])) + 2
-    for name, value in info["inputs"].items():
-        print(f"  input  {name:<{width}}{value}")
-    for name, value in info["outputs"].items():
-        print(f"  output {name:<{width}}{value}")
+    lines += [f"  input  {name:<{width}}{value}" for name, value in info["inputs"].items()]
+    lines += [f"  output {name:<{width}}{value}" for name, value in info["outputs"].items()]
     if "split_parts" in info:
         parts = ", ".join(f"{k}.onnx {v / 1e6:.2f} MB" for k, v in info["split_parts"].items())
-        print(f"  split model: {parts} (inputs and outputs above are the fusion part's)")
-    print(f"  preprocessing: {json.dumps(info['preprocessing'])}")
-    print(f"  validation metrics at training: {json.dumps(info['metrics'])}")
-    print(f"  providers available: {', '.join(info['providers_available'])}")
-    return 0
+        lines.append(f"  split model: {parts} (inputs and outputs above are the fusion part's)")
+    lines += [
+        f"  preprocessing: {dumps(info['preprocessing'])}",
+        f"  validation metrics at training: {dumps(info['metrics'])}",
+        f"  providers available: {', '.join(info['providers_available'])}",
+        *format_integrity(info),
+    ]
+    return "\n".join(lines)
+
+
+def format_integrity(info: dict[str, Any]) -> list[str]:
+    """The integrity lines of `info`: digest, golden cases, problems, verification."""
+    digest = info["digest"] or "none (exported before fusionedge stored one)"
+    lines = [
+        f"  digest: {digest}" + (" (matches the file)" if info["digest_verified"] else ""),
+        f"  golden cases: {'stored' if info['golden_cases'] else 'none'}",
+    ]
+    lines += [f"  PROBLEM: {p}" for p in info["problems"]] or ["  spec and graph agree"]
+    verify = info.get("verify")
+    if verify is not None:
+        lines.append(format_verify(verify))
+    return lines
+
+
+def format_verify(verify: dict[str, Any]) -> str:
+    if verify.get("max_abs_diff") is None:
+        return f"  verify: FAIL: {verify['reason']}"
+    head = (
+        f"  verify: {verify['cases']} golden cases on {', '.join(verify['providers'])}: "
+        f"max |score difference| {verify['max_abs_diff']:.2e} (tolerance "
+        f"{verify['tolerance']:g}, {verify['precision']})"
+    )
+    return f"{head}: pass" if verify["passed"] else f"{head}: FAIL: {verify['reason']}"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -280,7 +353,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     report = bench(args.model, options, args.vs_torch)
-    print(json.dumps(report) if args.json else format_bench(report))
+    print(dumps(report) if args.json else format_bench(report))
     return 0
 
 
@@ -322,7 +395,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     except ImportError as e:
         audio, audio_error = [], str(e)
     if args.json:
-        print(json.dumps({"cameras": cameras, "audio_inputs": audio, "audio_error": audio_error}))
+        print(dumps({"cameras": cameras, "audio_inputs": audio, "audio_error": audio_error}))
         return 0
     print("cameras:" if cameras else f"cameras: none opened (indices 0-{args.max_cameras - 1})")
     for c in cameras:
@@ -340,7 +413,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from fusionedge.runtime.camera import CameraSource
     from fusionedge.runtime.live_app import open_audio
-    from fusionedge.runtime.record import RecordConfig, record
+    from fusionedge.runtime.record import RecordConfig, check_appendable, record
 
     config = RecordConfig(
         out=Path(args.dir),
@@ -352,6 +425,11 @@ def cmd_record(args: argparse.Namespace) -> int:
         split=args.split,
         group=args.group,
     )
+    # Refused before the devices start and warm up; record() checks again before it
+    # saves anything. A manifest made only to test that is removed again.
+    manifest = config.out / "manifest.jsonl"
+    if check_appendable(manifest):
+        manifest.unlink()
     camera = CameraSource(args.camera).start() if args.camera is not None else None
     audio = open_audio(args.mic, args.rate) if args.mic is not None else None
     try:

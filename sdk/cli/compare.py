@@ -10,12 +10,13 @@ only when it runs); library code never imports it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fusionedge.cli.commands import dumps
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def run_compare(
         "fusions": rows,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "compare.json").write_text(dumps(report, indent=2) + "\n")
     return report
 
 

@@ -142,15 +142,32 @@ def add_predict(sub: Subparsers) -> None:
     p.add_argument("model", help="a .onnx file written by fusionedge export")
     p.add_argument("--image", help="image file")
     p.add_argument("--audio", help="audio file (WAV, FLAC, ...)")
-    p.add_argument("--text", help="a line of text")
+    p.add_argument("--text", help="a line of text (blank text counts as none)")
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_predict)
 
 
 def add_info(sub: Subparsers) -> None:
-    p = sub.add_parser("info", help="what an ONNX model file takes and gives")
+    p = sub.add_parser(
+        "info",
+        help="what an ONNX model file takes and gives, and whether it is intact "
+        "(exit 2 when its spec disagrees with its graph or it was changed after export)",
+    )
     p.add_argument("model", help="a .onnx file written by fusionedge export")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="rerun the golden cases export stored and compare the scores (exit 2 on a "
+        "difference over the tolerance)",
+    )
+    p.add_argument("--providers", default="auto", help="with --verify: auto (default), cpu or cuda")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        help="with --verify: largest |score difference| that passes (default: 1e-4 for "
+        "fp32, 1e-2 for int8/fp16 copies)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_info)
 

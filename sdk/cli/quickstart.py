@@ -7,12 +7,13 @@ imports each only when it runs); library code never imports it.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from fusionedge.cli.commands import dumps
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
         "export": {k: export[k] for k in ("bytes", "opset", "ops", "seconds")},
         "seconds": seconds,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.json").write_text(dumps(report, indent=2) + "\n")
     return report
 
 

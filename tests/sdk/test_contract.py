@@ -29,6 +29,8 @@ COPIES = {
     "SPEC_KEY": quoted(contract.SPEC_KEY),
     "PRECISION_KEY": quoted(contract.PRECISION_KEY),
     "PART_KEY": quoted(contract.PART_KEY),
+    "DIGEST_KEY": quoted(contract.DIGEST_KEY),
+    "GOLDEN_KEY": quoted(contract.GOLDEN_KEY),
     "INPUT_NAMES": r"""["']text["']\s*:\s*["']tokens["']""",
     "OUTPUT_NAMES": r"""["']scores["'],\s*["']embedding["']""",
 }
