@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -75,6 +76,10 @@ class TrainResult:
 
 class RunFolderError(ValueError):
     """The output folder holds another run, or there is nothing to resume."""
+
+
+class TrainingDiverged(ValueError):
+    """No epoch gave a finite validation score (NaN or infinite losses)."""
 
 
 @dataclass
@@ -404,9 +409,11 @@ class Trainer:
             log.info("stopping early: no val improvement for %d epochs", self.config.patience)
 
     def record(self, epoch: int, score: float) -> bool:
-        """Counts the epoch in the state; True when score is the best so far."""
+        """Counts the epoch in the state; True when score is the best so far. A NaN or
+        infinite score (a diverged run) is never the best."""
         best = self.state.best
-        improved = best is None or (score > best if self.higher_better else score < best)
+        better = best is None or (score > best if self.higher_better else score < best)
+        improved = math.isfinite(score) and better
         self.state.epoch = epoch
         self.state.bad_epochs = 0 if improved else self.state.bad_epochs + 1
         patience = self.config.patience
@@ -421,7 +428,14 @@ class Trainer:
         """The best checkpoint's result; rank 0 writes spec.json and metrics.json."""
         shards = distributed.gather(self.ctx, (self.seen["samples"], self.seen["order"]))
         distributed.barrier(self.ctx)  # rank 0's best.safetensors is complete before others read it
-        best = load_checkpoint(self.run_dir / "best.safetensors")
+        best_path = self.run_dir / "best.safetensors"
+        if not best_path.is_file():
+            raise TrainingDiverged(
+                f"val {self.metric} was not a finite number after any of the "
+                f"{self.state.epoch} epochs, so {self.run_dir} has no best.safetensors: "
+                "the run diverged; lower optim.lr, or look for NaN/inf in the data"
+            )
+        best = load_checkpoint(best_path)
         val = best.spec.metrics.get("val", {})
         result = TrainResult(self.run_dir, best.spec, self.state.best_epoch, val, self.state.epoch)
         if self.ctx.is_main:

@@ -278,3 +278,22 @@ def test_train_leaves_torch_global_state_as_it_was(dataset: Path, tmp_path: Path
         read_weights(tmp_path / "b" / "last.safetensors"),
     )
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_whose_val_score_is_never_finite_says_it_diverged(tmp_path: Path) -> None:
+    """NaN/inf val scores never count as the best; with no finite epoch there is no best
+    checkpoint, and train() says why instead of failing to write or read one."""
+    from fusionedge.training.trainer import TrainingDiverged
+
+    data = write_dataset(
+        tmp_path / "data",
+        per_split={"train": 4, "val": 2, "test": 1},
+        task="regression",
+        modalities=("image",),
+    )
+    config = tiny_config("epochs=2", "optim.lr=1e30", "optim.grad_clip=0")
+    with pytest.raises(TrainingDiverged, match=r"val mae was not a finite number after any"):
+        train(data, tmp_path / "run", config, progress=False)
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+    rows = read_log(tmp_path / "run")
+    assert len(rows) == 2 and all(r["val_mae"] in ("nan", "inf") for r in rows), rows
