@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_helpers import Clip, MjpegServer, VirtualMic, wait_for
+from live_helpers import (
+    Clip,
+    MjpegServer,
+    VirtualMic,
+    missing_pulse_tools,
+    pulse_virtual_mic,
+)
 from support import train_and_export, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,92 +94,39 @@ def mjpeg_server() -> Iterator[MjpegServer]:
 
 @pytest.fixture(scope="session")
 def virtual_mic() -> Iterator[VirtualMic]:
-    """A private PulseAudio daemon with a 16 kHz mono module-pipe-source as default source.
+    """A private PulseAudio daemon with a 16 kHz mono module-pipe-source as default source
+    (live_helpers.pulse_virtual_mic, shared with benchmarks/soak.py).
 
-    The daemon gets its own XDG_RUNTIME_DIR, PULSE_RUNTIME_PATH and HOME under a short
-    temporary folder (unix socket paths are limited to 107 bytes), anonymous auth on its
-    socket (no cookie to share), and is terminated (then killed) at the end. This process
-    gets PULSE_SERVER for the duration, and PortAudio is re-initialised so that it lists
-    the ALSA "pulse" device even if sounddevice was imported before the server existed.
+    This process gets PULSE_SERVER for the duration, and PortAudio is re-initialised so
+    that it lists the ALSA "pulse" device even if sounddevice was imported before the
+    server existed.
     """
-    missing = [tool for tool in ("pulseaudio", "pactl") if shutil.which(tool) is None]
+    missing = missing_pulse_tools()
     if missing:
         pytest.skip(
             f"{' and '.join(missing)} not on PATH: the microphone tests need a PulseAudio "
             "server (Debian: apt-get install pulseaudio libportaudio2)"
         )
-    root = Path(tempfile.mkdtemp(prefix="fe-pulse-"))
-    runtime, home = root / "pulse", root / "home"
-    runtime.mkdir(mode=0o700)
-    home.mkdir()
-    socket = runtime / "native"
-    env = {
-        **os.environ,
-        "XDG_RUNTIME_DIR": str(root),
-        "PULSE_RUNTIME_PATH": str(runtime),
-        "HOME": str(home),
-        "PULSE_SERVER": f"unix:{socket}",
-        "PULSE_COOKIE": str(home / "cookie"),
-    }
-    log_path = root / "pulseaudio.log"
-    log = log_path.open("w")
-    cmd = [
-        "pulseaudio",
-        "--daemonize=no",
-        "-n",  # no default.pa: only the modules named here
-        "--exit-idle-time=-1",
-        "--disallow-exit",
-        "--realtime=no",
-        "--high-priority=no",
-        "--use-pid-file=no",
-        "--log-target=stderr",
-        f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
-    ]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
     saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_COOKIE")}
-    try:
-        mic = VirtualMic(root / "mic.fifo", 16000, env, log_path)
-        up = wait_for(lambda: proc.poll() is None and mic.pactl("info").returncode == 0, 15)
-        assert up, f"pulseaudio did not come up:\n{log_path.read_text()[-3000:]}"
-        loaded = mic.pactl(
-            "load-module",
-            "module-pipe-source",
-            "source_name=virtmic",
-            f"file={mic.fifo}",
-            "format=s16le",
-            f"rate={mic.rate}",
-            "channels=1",
-        )
-        assert loaded.returncode == 0, loaded.stderr
-        default = mic.pactl("set-default-source", "virtmic")
-        assert default.returncode == 0, default.stderr
-        for key in saved:
-            os.environ[key] = env[key]
-        import sounddevice as sd
+    with pulse_virtual_mic(16000) as mic:
+        try:
+            for key in saved:
+                os.environ[key] = mic.env[key]
+            import sounddevice as sd
 
-        # PortAudio lists devices once, at initialisation: refresh it (private API, test
-        # only) so that the ALSA "pulse" device sees this server.
-        sd._terminate()
-        sd._initialize()
-        names = [d["name"] for d in sd.query_devices()]
-        assert "pulse" in names, (
-            f"PortAudio has no ALSA 'pulse' device (devices: {names}); install libasound2-plugins"
-        )
-        yield mic
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+            # PortAudio lists devices once, at initialisation: refresh it (private API,
+            # test only) so that the ALSA "pulse" device sees this server.
+            sd._terminate()
+            sd._initialize()
+            names = [d["name"] for d in sd.query_devices()]
+            assert "pulse" in names, (
+                f"PortAudio has no ALSA 'pulse' device (devices: {names}); "
+                "install libasound2-plugins"
+            )
+            yield mic
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

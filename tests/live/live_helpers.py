@@ -1,23 +1,28 @@
 """Helpers for the live-capture tests (imported as `live_helpers`; fixtures are in conftest.py).
 
 Small media written on the fly, MJPEG-over-HTTP servers a test can kill and bring back
-(numbered frames, or whatever frame a script shows at the moment), tone and recording
-writers for a PulseAudio pipe-source FIFO, and `fusionedge run` in a subprocess with its
-JSON lines collected.
+(numbered frames, whatever frame a script shows at the moment, or a camera with faults to
+order: size changes, 4K, corrupt JPEGs), tone and recording writers for a PulseAudio
+pipe-source FIFO, the private PulseAudio daemon itself (pulse_virtual_mic), and
+`fusionedge run` in a subprocess with its JSON lines collected. benchmarks/soak.py
+imports this module too (tests/live on sys.path).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
+import shutil
 import signal
 import socketserver
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +171,13 @@ class MjpegServer:
 class PacedMjpegServer(MjpegServer):
     """Serves current() as MJPEG at fps, paced by the clock (frame k of a connection at
     k / fps after it opened, so a slow turn does not make the stream drift); subclasses
-    say what current() shows. kill() and start() as for MjpegServer."""
+    say what current() shows. kill() and start() as for MjpegServer.
+
+    skip_missed (class attribute, default False): slots missed while a send blocked (a
+    client slower than fps) are skipped rather than sent in a catch-up burst, as a camera
+    does not make frames in the past."""
+
+    skip_missed = False
 
     def current(self) -> bytes:
         raise NotImplementedError
@@ -196,6 +207,8 @@ class PacedMjpegServer(MjpegServer):
                         self.wfile.flush()
                         owner.sent += 1
                         sent += 1
+                        if owner.skip_missed:
+                            sent = max(sent, int((time.monotonic() - start) * owner.fps))
                         time.sleep(max(0.0, start + sent / owner.fps - time.monotonic()))
                 except OSError:
                     pass
@@ -211,6 +224,90 @@ class PacedMjpegServer(MjpegServer):
         ).start()
         self._server = server
         return self
+
+
+def textured_jpegs(size: tuple[int, int], count: int = 4, seed: int = 0) -> list[bytes]:
+    """count JPEGs (quality 90) of size (width, height): a horizontal ramp with noise, so
+    each is as large as a camera's picture of a real scene, and no two are the same."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
+    out = []
+    for _ in range(count):
+        noise = rng.normal(0, 12, (h, w, 3)).astype(np.float32)
+        image = np.clip(ramp + noise, 0, 255).astype(np.uint8)
+        out.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out
+
+
+CORRUPT_KINDS = ("truncated", "bitflip", "garbage")
+
+
+def corrupt_jpeg(good: bytes, kind: str, rng: np.random.Generator) -> bytes:
+    """A broken JPEG made from a good one: "truncated" (cut at 30-70 %, no end marker),
+    "bitflip" (a run of random bytes in the middle of the entropy-coded data), "garbage"
+    (start and end markers around random bytes)."""
+    n = len(good)
+    if kind == "truncated":
+        return good[: int(n * rng.uniform(0.3, 0.7))]
+    if kind == "bitflip":
+        lo = int(n * 0.5)
+        run = rng.integers(0, 256, max(16, n // 50), dtype=np.uint8).tobytes()
+        return good[:lo] + run + good[lo + len(run) :]
+    if kind == "garbage":
+        return b"\xff\xd8" + rng.integers(0, 256, 20000, dtype=np.uint8).tobytes() + b"\xff\xd9"
+    raise ValueError(f"unknown corruption {kind!r}; one of {CORRUPT_KINDS}")
+
+
+class FaultyMjpegServer(PacedMjpegServer):
+    """A camera with faults to order: serves pre-encoded textured JPEGs of `size`
+    (width, height) at fps, skipping missed slots (skip_missed).
+
+    Faults: kill() / start() (the camera gone: the listening socket and every stream
+    closed, then back on the same port); `size` may change at any time (a camera that
+    changes resolution mid-stream; sizes not given to the constructor are encoded on
+    first use); while `corrupt` is set every frame is broken, cycling through
+    CORRUPT_KINDS. `sent_by_kind` counts frames sent by "WxH" or corruption kind.
+    """
+
+    skip_missed = True
+
+    def __init__(
+        self,
+        fps: float = 30.0,
+        size: tuple[int, int] = (640, 480),
+        sizes: tuple[tuple[int, int], ...] = (),
+        seed: int = 0,
+    ) -> None:
+        super().__init__(fps=fps)
+        self.size = size
+        self.corrupt = False
+        self.sent_by_kind: dict[str, int] = {}
+        self._frames = {s: textured_jpegs(s, seed=seed) for s in {size, *sizes}}
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._k = 0
+
+    def current(self) -> bytes:
+        with self._lock:
+            size = self.size
+            if size not in self._frames:
+                self._frames[size] = textured_jpegs(size)
+            frames = self._frames[size]
+            good = frames[self._k % len(frames)]
+            if self.corrupt:
+                kind = CORRUPT_KINDS[self._k % len(CORRUPT_KINDS)]
+                data = corrupt_jpeg(good, kind, self._rng)
+            else:
+                kind, data = f"{size[0]}x{size[1]}", good
+            self._k += 1
+            self.sent_by_kind[kind] = self.sent_by_kind.get(kind, 0) + 1
+            return data
+
+    def counters(self) -> dict[str, int]:
+        """A snapshot: connections, frames sent, and frames by kind."""
+        with self._lock:
+            return {"connections": self.connections, "sent": self.sent, **self.sent_by_kind}
 
 
 # ---------------------------------------------------------------------- virtual microphone
@@ -334,6 +431,90 @@ class VirtualMic:
         )
 
 
+PULSE_TOOLS = ("pulseaudio", "pactl")
+
+
+def missing_pulse_tools() -> list[str]:
+    """Which of the PulseAudio programs pulse_virtual_mic needs are not on PATH."""
+    return [tool for tool in PULSE_TOOLS if shutil.which(tool) is None]
+
+
+@contextlib.contextmanager
+def pulse_virtual_mic(rate: int = 16000) -> Iterator[VirtualMic]:
+    """A private PulseAudio daemon with a `rate` Hz mono module-pipe-source, "virtmic",
+    as its default source; terminated (then killed) on leaving, its folder removed.
+
+    The daemon gets its own XDG_RUNTIME_DIR, PULSE_RUNTIME_PATH and HOME under a short
+    temporary folder (unix socket paths are limited to 107 bytes) and anonymous auth on
+    its socket (no cookie to share). Nothing in this process changes: a client needs
+    mic.env["PULSE_SERVER"] (LiveRun passes it to `fusionedge run`). Used by the
+    virtual_mic fixture (conftest.py) and benchmarks/soak.py.
+    """
+    missing = missing_pulse_tools()
+    if missing:
+        raise RuntimeError(f"{' and '.join(missing)} not on PATH")
+    root = Path(tempfile.mkdtemp(prefix="fe-pulse-"))
+    runtime, home = root / "pulse", root / "home"
+    runtime.mkdir(mode=0o700)
+    home.mkdir()
+    socket = runtime / "native"
+    env = {
+        **os.environ,
+        "XDG_RUNTIME_DIR": str(root),
+        "PULSE_RUNTIME_PATH": str(runtime),
+        "HOME": str(home),
+        "PULSE_SERVER": f"unix:{socket}",
+        "PULSE_COOKIE": str(home / "cookie"),
+    }
+    log_path = root / "pulseaudio.log"
+    log = log_path.open("w")
+    cmd = [
+        "pulseaudio",
+        "--daemonize=no",
+        "-n",  # no default.pa: only the modules named here
+        "--exit-idle-time=-1",
+        "--disallow-exit",
+        "--realtime=no",
+        "--high-priority=no",
+        "--use-pid-file=no",
+        "--log-target=stderr",
+        f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        mic = VirtualMic(root / "mic.fifo", rate, env, log_path)
+        up = wait_for(lambda: proc.poll() is None and mic.pactl("info").returncode == 0, 15)
+        if not up:
+            raise RuntimeError(f"pulseaudio did not come up:\n{log_path.read_text()[-3000:]}")
+        loaded = mic.pactl(
+            "load-module",
+            "module-pipe-source",
+            "source_name=virtmic",
+            f"file={mic.fifo}",
+            "format=s16le",
+            f"rate={mic.rate}",
+            "channels=1",
+        )
+        if loaded.returncode != 0:
+            raise RuntimeError(f"module-pipe-source: {loaded.stderr}")
+        default = mic.pactl("set-default-source", "virtmic")
+        if default.returncode != 0:
+            raise RuntimeError(f"set-default-source: {default.stderr}")
+        yield mic
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def fusionedge_cmd() -> list[str]:
     """The `fusionedge` console script of this environment (or `python -m` the CLI)."""
     script = Path(sys.executable).with_name("fusionedge")
@@ -379,6 +560,8 @@ class LiveRun:
             preexec_fn=default_sigint,
         )
         self.lines: list[dict] = []
+        # (time.monotonic() when read, the line): when each warning came
+        self.err_lines: list[tuple[float, str]] = []
         self._err: list[str] = []
         self._readers = [
             threading.Thread(target=f, daemon=True) for f in (self._read_out, self._read_err)
@@ -394,11 +577,18 @@ class LiveRun:
                 self.lines.append(line)
 
     def _read_err(self) -> None:
-        self._err.append(self.proc.stderr.read())
+        for raw in self.proc.stderr:
+            self._err.append(raw)
+            self.err_lines.append((time.monotonic(), raw))
 
     @property
     def stderr(self) -> str:
         return "".join(self._err)
+
+    @property
+    def pid(self) -> int:
+        """The `fusionedge run` process (the console script execs Python: no wrapper)."""
+        return self.proc.pid
 
     def both_present(self) -> bool:
         """The last line saw a camera frame and microphone audio."""
