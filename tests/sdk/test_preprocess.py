@@ -185,11 +185,20 @@ def test_rgb_and_bgr_arrays():
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_float_images_in_0_1(dtype):
-    image = np.array([[0.0, 0.5, 1.0], [-0.25, 1.5, 0.2]], dtype)
+    image = np.array([[0.0, 0.5, 1.0], [0.25, 0.75, 0.2]], dtype)
     out = to_rgb_uint8(image, "rgb")
-    expected = np.array([[0, 128, 255], [0, 255, 51]], np.uint8)
+    expected = np.array([[0, 128, 255], [64, 191, 51]], np.uint8)
     for c in range(3):
         np.testing.assert_array_equal(out[:, :, c], expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("bad", [-0.25, 1.5, 255.0])
+def test_float_image_outside_0_1_is_refused_not_clipped(dtype, bad):
+    # Clipping a 0-255 float image made it all white: a wrong answer, not an error.
+    image = np.array([[0.0, 0.5, bad]], dtype)
+    with pytest.raises(MediaError, match=r"frame: float image values must lie in \[0, 1\]"):
+        to_rgb_uint8(image, "rgb", name="frame")
 
 
 def test_float_image_with_nan_raises():
@@ -397,7 +406,7 @@ def test_numpy_integer_sample_rate_is_accepted():
 
 @pytest.mark.parametrize("rate", [0, -8000])
 def test_non_positive_sample_rate_raises(rate):
-    with pytest.raises(MediaError, match="sample rate must be positive"):
+    with pytest.raises(MediaError, match=f"sample rate {rate} Hz is not accepted"):
         prepare_audio(np.zeros(100, np.float32), rate, AUDIO_SPEC)
 
 
