@@ -43,6 +43,10 @@ MAX_CHANNELS = 64
 # phone or camera photo (48 MP sensors) and decodes to 150 MB of 8-bit RGB, while a
 # 30000x30000 PNG of zeros is about 100 KB on disk and 2.7 GB decoded.
 MAX_IMAGE_PIXELS = 50_000_000
+# And at most this many bytes decoded (8-bit RGBA at the pixel limit): a 16-bit image holds
+# two bytes a sample, and OpenCV's PNG decoder keeps two copies while it works, so a
+# 16-bit RGB image just under the pixel limit would peak near 600 MB.
+MAX_DECODED_BYTES = 4 * MAX_IMAGE_PIXELS
 # An image file larger than this is refused unread: it is the raw size of the largest
 # image allowed (16-bit RGBA, 8 bytes a pixel, stored uncompressed).
 MAX_IMAGE_FILE_BYTES = 8 * MAX_IMAGE_PIXELS
@@ -162,6 +166,7 @@ def _check_image_header(path: Path, raw: bytes) -> None:
     try:
         with Image.open(io.BytesIO(raw)) as header:
             width, height = header.size
+            decoded = width * height * len(header.getbands()) * _sample_bytes(header)
     except Image.DecompressionBombError as e:
         raise MediaError(
             f"{path}: image over the limit of {MAX_IMAGE_PIXELS:,} pixels, refused "
@@ -176,6 +181,19 @@ def _check_image_header(path: Path, raw: bytes) -> None:
             f"{path}: image of {width}x{height} = {width * height:,} pixels is over the "
             f"limit of {MAX_IMAGE_PIXELS:,} pixels; refused before decoding"
         )
+    if decoded > MAX_DECODED_BYTES:
+        raise MediaError(
+            f"{path}: image of {width}x{height} decodes to {decoded:,} bytes, over the "
+            f"limit of {MAX_DECODED_BYTES:,} (a high bit depth or many channels); refused "
+            "before decoding: save it as 8-bit or smaller"
+        )
+
+
+def _sample_bytes(header: Image.Image) -> int:
+    """Bytes per sample as decoded: 2 for 16-bit data (Pillow's raw mode says "16"; its
+    own mode is "RGB" for 48-bit PNGs), 4 for 32-bit, else 1."""
+    raw_modes = " ".join(str(tile.args) for tile in header.tile) + " " + header.mode
+    return 4 if "32" in raw_modes else 2 if "16" in raw_modes else 1
 
 
 def to_rgb_uint8(image: np.ndarray, color_order: ColorOrder, name: str = "image") -> np.ndarray:

@@ -169,10 +169,26 @@ def test_image_at_the_limit_is_decoded(tmp_path):
     assert out.shape == (16, 24, 3) and out.dtype == np.uint8 and not out.any()
 
 
+def test_a_16_bit_image_under_the_pixel_limit_is_bounded_by_its_decoded_bytes(tmp_path):
+    """6000x6000 is 36 MP, under the pixel limit, but 16-bit RGB decodes to 216 MB and
+    OpenCV's PNG decoder holds two copies: refused from the header. 8-bit passes."""
+    deep = write_zero_png(tmp_path / "deep.png", 6000, 6000, depth=16, colour=2)
+    with pytest.raises(MediaError) as err:
+        load_image(deep, IMAGE)
+    assert str(err.value) == (
+        f"{deep}: image of 6000x6000 decodes to 216,000,000 bytes, over the limit of "
+        "200,000,000 (a high bit depth or many channels); refused before decoding: save "
+        "it as 8-bit or smaller"
+    )
+    grey = write_zero_png(tmp_path / "grey16.png", 4000, 4000, depth=16, colour=0)
+    assert load_image(grey, IMAGE).shape == (16, 24, 3)  # 32 MB decoded: fine
+
+
 def test_opencv_refusal_becomes_a_media_error_naming_the_file(hostile, monkeypatch):
-    # With both header limits lifted, OpenCV itself refuses (cv2.error, over 2**30
+    # With every header limit lifted, OpenCV itself refuses (cv2.error, over 2**30
     # pixels): that must reach users as a MediaError, not a traceback.
     monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 2**40)
+    monkeypatch.setattr(preprocess, "MAX_DECODED_BYTES", 2**44)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     with pytest.raises(MediaError, match="OpenCV could not decode the image") as err:
         load_image(hostile["png40k"], IMAGE)
