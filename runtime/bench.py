@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionedge.contract import OUTPUT_NAMES
 from fusionedge.runtime.predictor import Predictor
 from fusionedge.runtime.result import make_results
 from fusionedge.spec import ModelSpec
@@ -296,6 +297,42 @@ def bench_batch(
     return out
 
 
+def overhead(predictor: Predictor, repeats: int, seed: int = 0) -> dict[str, Any]:
+    """The whole predict path against the model alone, batch 1, interleaved in blocks.
+
+    `predict` gets what a live app has (a 640x480 BGR frame, 1 s of PCM at a microphone
+    rate the model does not take, a short text); the bare session.run gets the same
+    samples already prepared and stacked. overhead_ratio is their p50 ratio: what
+    preprocessing, checks and results cost on top of the model.
+    """
+    inputs = synthetic_inputs(predictor, min(SYNTHETIC_POOL, 8), seed)
+    ready = [predictor.stack([p]) for p in inputs.prepared]
+    names = list(OUTPUT_NAMES)
+    if predictor.split is not None:
+        bare = predictor.split.run
+    else:
+        session = predictor.session
+
+        def bare(arrays: dict[str, np.ndarray]) -> Any:
+            return session.run(names, arrays)
+
+    raw = inputs.raw
+    calls = {
+        "predict": timed_call(lambda i: raw[i % len(raw)], lambda r: predictor.predict(**r)),
+        "session_run": timed_call(lambda i: ready[i % len(ready)], bare),
+    }
+    warm_up(calls, 5)
+    times = interleave(calls, repeats)
+    full, model = stats(times["predict"]["inference"]), stats(times["session_run"]["inference"])
+    return {
+        "inputs": inputs.description,
+        "repeats": repeats,
+        "predict": full,
+        "session_run": model,
+        "overhead_ratio": full["p50_ms"] / model["p50_ms"],
+    }
+
+
 def speedups(runtime: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
     """How many times lower the runtime's latency is than the baseline's, per percentile."""
     return {f"speedup_p{q}": baseline[f"p{q}_ms"] / runtime[f"p{q}_ms"] for q in (50, 95)}
@@ -334,7 +371,9 @@ def run_bench(
         (the batch's inference stage; with a baseline, the inference measured in turns
         with it), "batches": {"1": {"repeats", "stages", "throughput", ...}, ...}} and,
         with a baseline, its figures under its name, "runtime_model" per batch, and
-        "speedup_p50" / "speedup_p95" at top level and per batch.
+        "speedup_p50" / "speedup_p95" at top level and per batch; always "overhead" and
+        "overhead_ratio": Predictor.predict on camera-sized inputs against the bare
+        session.run on the same inputs prepared, batch 1, interleaved (see overhead).
     """
     batches = {
         str(b): bench_batch(predictor, inputs, b, options, baseline) for b in options.batches
@@ -351,6 +390,9 @@ def run_bench(
         "runtime": batches[head]["stages"]["inference"],
         "batches": batches,
     }
+    live = overhead(predictor, batches[head]["repeats"], options.seed)
+    report["overhead"] = live
+    report["overhead_ratio"] = live["overhead_ratio"]
     if baseline is not None:
         # Side by side with the baseline, "runtime" is the model compute measured in turns
         # with it (the stages stay under "batches").

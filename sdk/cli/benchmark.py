@@ -145,6 +145,14 @@ def format_bench(report: dict[str, Any]) -> str:
     ]
     for batch, figures in report["batches"].items():
         lines += batch_rows(batch, figures)
+    if "overhead" in report:
+        live = report["overhead"]
+        lines.append(
+            f"live turn (batch 1, {live['inputs'].removeprefix('synthetic: ')}): predict "
+            f"p50 {live['predict']['p50_ms']:.3f} ms, bare session.run "
+            f"{live['session_run']['p50_ms']:.3f} ms: overhead ratio "
+            f"{report['overhead_ratio']:.2f}x (interleaved in blocks)"
+        )
     if "torch" in report:
         lines.append(
             f"batch {report['batch']}: PyTorch eager / runtime latency "

@@ -130,6 +130,24 @@ def test_bench_on_synthetic_inputs(predictor: Predictor) -> None:
     json.dumps(report)  # the CLI prints it as is
 
 
+def test_overhead_ratio_is_predict_against_the_bare_session(predictor: Predictor) -> None:
+    options = BenchOptions(batches=(1,), repeats=3, warmup=0)
+    report = run_bench(predictor, synthetic_inputs(predictor, 2), options)
+    live = report["overhead"]
+    assert live["repeats"] == 3
+    check_stats(live["predict"])
+    check_stats(live["session_run"])
+    assert report["overhead_ratio"] == live["overhead_ratio"]
+    assert live["overhead_ratio"] == pytest.approx(
+        live["predict"]["p50_ms"] / live["session_run"]["p50_ms"]
+    )
+    # Camera-sized, microphone-rate inputs whatever inputs the stages were timed on.
+    assert "640x480 BGR frames" in live["inputs"] and "48000 Hz" in live["inputs"]
+    from fusionedge.cli.benchmark import format_bench
+
+    assert "overhead ratio" in format_bench(report)
+
+
 def test_top_level_figures_are_the_smallest_batch_without_1(predictor: Predictor) -> None:
     options = BenchOptions(batches=(4, 2), repeats=2, warmup=0)
     report = run_bench(predictor, synthetic_inputs(predictor, 2), options)
