@@ -10,12 +10,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from fusionedge.runtime.audio_sources import AudioSource, MicrophoneSource, WavFileSource
 from fusionedge.runtime.camera import CameraSource
 from fusionedge.runtime.live import LiveOptions, LiveResult, LiveRunner
 from fusionedge.runtime.predictor import Predictor
+from fusionedge.runtime.web import RateMeter, WebView, parse_address
+from fusionedge.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 AUDIO_FILE_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -36,6 +38,8 @@ class LiveConfig:
         options: Loop pacing, staleness and smoothing.
         threads: ONNX Runtime intra-op threads (few, so capture threads keep a core).
         providers: "auto", or provider names.
+        web: "[HOST:]PORT" to serve the web view on (runtime/web.py), or None. A bare
+            port listens on 127.0.0.1 only.
     """
 
     model: Path
@@ -48,6 +52,7 @@ class LiveConfig:
     options: LiveOptions = field(default_factory=LiveOptions)
     threads: int = 1
     providers: str = "auto"
+    web: str | None = None
 
 
 def open_audio(mic: str, sample_rate: int) -> AudioSource:
@@ -76,6 +81,7 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
 
     Returns the number of results.
     """
+    web_address = None if config.web is None else parse_address(config.web)
     # Spinning off: idle ONNX Runtime threads would otherwise spin and starve capture.
     predictor = Predictor.from_path(
         config.model, providers=config.providers, threads=config.threads, spinning=False
@@ -84,6 +90,7 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
     audio: AudioSource | None = None
     sink: IO[str] | None = None
     window: LiveWindow | None = None
+    web: WebView | None = None
     count = 0
     try:
         spec = predictor.spec
@@ -94,6 +101,8 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
                 f"{config.model} takes {list(spec.modalities)}; it has no use "
                 f"for the {', '.join(extra)} input given"
             )
+        if web_address is not None:  # before the devices: a taken port fails at once
+            web = WebView(web_address, info=web_info(config.model, spec)).start()
         if config.camera is not None:
             camera = CameraSource(config.camera).start()
         if config.mic is not None:
@@ -105,6 +114,7 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
         # Sources that end by themselves (files): the run ends when all of them have.
         files = [s for s in (camera, audio) if s is not None and s.ends]
         end = None if config.duration_s is None else time.monotonic() + config.duration_s
+        rate = RateMeter()
         for result in runner:
             # Strict JSON: a NaN would make the line unreadable to JSON parsers (the
             # Predictor refuses non-finite scores; this guards what reaches the line).
@@ -114,6 +124,8 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
             if sink is not None:
                 sink.write(line + "\n")
                 sink.flush()
+            if web is not None:
+                publish(web, line, result, rate.tick(), audio)
             if window is not None and not window.show(result, audio):
                 break
             count += 1
@@ -124,6 +136,8 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if web is not None:
+            web.close()
         for source in (camera, audio):
             if source is not None:
                 source.stop()
@@ -133,6 +147,37 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
             window.close()
         predictor.close()
     return count
+
+
+def level_db(audio: AudioSource | None) -> float:
+    """The level of the newest 100 ms of audio in dBFS (-inf for silence or no audio)."""
+    from fusionedge.runtime.overlay import audio_level_db
+
+    recent = None
+    if audio is not None:
+        window = audio.ring.window(audio.device_rate // 10)
+        recent = None if window is None else window.samples
+    return audio_level_db(recent)
+
+
+def web_info(model: Path, spec: ModelSpec) -> dict[str, Any]:
+    """What the web view's /api/info says about the model."""
+    return {
+        "model": model.name,
+        "modalities": list(spec.modalities),
+        "labels": list(spec.labels),
+        "task": spec.task,
+    }
+
+
+def publish(
+    web: WebView, line: str, result: LiveResult, fps: float, audio: AudioSource | None
+) -> None:
+    """Hands one result to the web view; its frame is drawn only if a client asks."""
+    from fusionedge.runtime.overlay import draw
+
+    level = level_db(audio)
+    web.publish(line, fps, level, lambda: draw(result, fps, level))
 
 
 class LiveWindow:
@@ -146,16 +191,12 @@ class LiveWindow:
     def show(self, result: LiveResult, audio: AudioSource | None) -> bool:
         import cv2
 
-        from fusionedge.runtime.overlay import audio_level_db, draw
+        from fusionedge.runtime.overlay import draw
 
         now = time.monotonic()
         self._times = [t for t in self._times if now - t < 2.0] + [now]
         fps = (len(self._times) - 1) / max(1e-6, self._times[-1] - self._times[0])
-        recent = None
-        if audio is not None:
-            window = audio.ring.window(audio.device_rate // 10)
-            recent = None if window is None else window.samples
-        cv2.imshow(self.NAME, draw(result, fps, audio_level_db(recent)))
+        cv2.imshow(self.NAME, draw(result, fps, level_db(audio)))
         key = cv2.waitKey(1) & 0xFF
         visible = cv2.getWindowProperty(self.NAME, cv2.WND_PROP_VISIBLE) >= 1
         return key not in (ord("q"), 27) and visible

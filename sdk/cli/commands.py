@@ -373,6 +373,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         threads=args.threads,
         providers=args.providers,
+        web=args.web,
         options=LiveOptions(
             stale_ms=args.stale_ms,
             rate_hz=args.rate,

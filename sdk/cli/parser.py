@@ -211,6 +211,12 @@ def add_run(sub: Subparsers) -> None:
     p.add_argument("--jsonl", help="also append the JSON lines to this file")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument(
+        "--web",
+        metavar="[HOST:]PORT",
+        help="also serve a live web view (page, /api/latest, /api/stream, /stream.mjpg) on "
+        "this port; a bare PORT listens on 127.0.0.1 only. Works with --headless",
+    )
+    p.add_argument(
         "--rate",
         type=float,
         help="at most this many predictions per second (default: one per new camera frame)",
