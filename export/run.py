@@ -20,9 +20,10 @@ import torch
 from fusionedge.arrays import SampleArrays
 from fusionedge.contract import split_folder
 from fusionedge.evaluation import split_arrays
+from fusionedge.export.model_json import model_json_path, write_model_json
 from fusionedge.export.onnx_export import DEFAULT_OPSET, export_onnx
 from fusionedge.export.parity import ParityError, check_parity
-from fusionedge.export.precision import MAX_DROP_POINTS, add_copies
+from fusionedge.export.precision import MAX_DROP_POINTS, PrecisionRefused, add_copies, copy_path
 from fusionedge.export.split import export_split
 from fusionedge.training.checkpoint import atomic_write_bytes, load_model
 from fusionedge.training.torch_eval import resolve_checkpoint
@@ -162,6 +163,11 @@ def export_run(
     task's metric is not written unless force, and PrecisionRefused is raised after the
     fp32 file and the report are.
 
+    Last, out's stem + ".json" (model.json, export/model_json.py) describes the files for
+    applications that cannot read ONNX metadata; it is written only when the export got
+    that far (also when a copy was refused), and an earlier one is removed once out is
+    replaced.
+
     However it ends (an exception, Ctrl-C, SIGTERM, which raises SystemExit(143) while
     the export runs), no temporary file or folder is left beside out; files already
     checked and moved into place stay.
@@ -185,12 +191,24 @@ def export_run(
         with temporary(out.with_name(f".{out.name}.tmp")) as tmp:
             report = checked_export(model, checkpoint, tmp, out, run, data, opset, split)
             os.replace(tmp, out)
+        # A model.json left by an earlier export describes the file just replaced; the new
+        # one is written last, once every file is in place, so an export that fails or is
+        # interrupted from here on leaves none (and one that failed before left the old
+        # pair untouched).
+        _remove(model_json_path(out))
+        refused = None
         try:
             add_copies(
                 report, out, resolve_data(run, data), model.spec, int8, fp16, force, max_drop
             )
+        except PrecisionRefused as e:
+            refused = e  # the fp32 file is complete: model.json describes it, then raise
         finally:
             atomic_write_bytes(report_path(out), json.dumps(report, indent=2).encode())
+        kept = [(p, copy_path(out, p)) for p in ("int8", "fp16") if report.get(p, {}).get("path")]
+        write_model_json(out, model.spec, kept, split="split" in report)
+        if refused is not None:
+            raise refused
     return report
 
 
