@@ -18,6 +18,7 @@ import onnx
 import torch
 
 from fusionedge.arrays import SampleArrays
+from fusionedge.card import write_card_or_warn
 from fusionedge.contract import split_folder
 from fusionedge.evaluation import split_arrays
 from fusionedge.export.model_json import model_json_path, write_model_json
@@ -207,6 +208,7 @@ def export_run(
             atomic_write_bytes(report_path(out), json.dumps(report, indent=2).encode())
         kept = [(p, copy_path(out, p)) for p in ("int8", "fp16") if report.get(p, {}).get("path")]
         write_model_json(out, model.spec, kept, split="split" in report)
+        write_card_or_warn(out)
         if refused is not None:
             raise refused
     return report

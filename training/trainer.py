@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusionedge.card import write_card_or_warn
 from fusionedge.metrics import primary_metric
 from fusionedge.spec import ModelSpec
 from fusionedge.training import distributed
@@ -442,6 +443,7 @@ class Trainer:
             atomic_write_bytes(self.run_dir / "spec.json", best.spec.to_json().encode())
             summary = json.dumps(self.summary(val, shards), indent=2)
             atomic_write_bytes(self.run_dir / "metrics.json", summary.encode())
+            write_card_or_warn(self.run_dir)  # after metrics.json, which it reads
         distributed.shutdown(self.ctx)
         return result
 

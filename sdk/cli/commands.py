@@ -454,3 +454,14 @@ def cmd_record(args: argparse.Namespace) -> int:
         f"{Path(args.dir) / 'manifest.jsonl'}{where}"
     )
     return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from fusionedge.card import card_paths, have_matplotlib, write_card
+
+    md = write_card(args.model, args.out, tuple(args.sources))
+    folder = card_paths(Path(args.model), Path(args.out) if args.out else None)[1]
+    plots = sorted(folder.glob("*.png")) if have_matplotlib() else []
+    shown = f"; plots in {folder}/ ({len(plots)})" if plots else "; no plots (install matplotlib)"
+    print(f"wrote {md}{shown}")
+    return 0

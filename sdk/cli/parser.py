@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_record(sub)
     add_devices(sub)
     add_quickstart(sub)
+    add_card(sub)
     return parser
 
 
@@ -277,3 +278,25 @@ def add_quickstart(sub: Subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_set_flag(p, "override a training config key (repeatable)")
     p.set_defaults(run_command=commands.cmd_quickstart)
+
+
+def add_card(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "card", help="write a model card (card.md and plots) for a run folder or model file"
+    )
+    p.add_argument("model", help="run folder or .onnx file written by fusionedge export")
+    p.add_argument(
+        "--out",
+        help="folder for card.md and card/ (default: in the run folder, or NAME.card.md and "
+        "NAME.card/ beside the model file)",
+    )
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="an eval, bench or quickstart JSON report to take measured figures from, "
+        "besides those found beside the run and the model (repeatable)",
+    )
+    p.set_defaults(run_command=commands.cmd_card)

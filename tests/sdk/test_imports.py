@@ -28,6 +28,7 @@ def loaded_after(code: str) -> set[str]:
         "fusionedge",
         "fusionedge.cli",
         "fusionedge.cli.commands",
+        "fusionedge.card",
         "fusionedge.contract",
         "fusionedge.timing",
         "fusionedge.spec",
