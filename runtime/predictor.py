@@ -68,7 +68,13 @@ class PredictorOptions:
 
 
 class Predictor:
-    """Runs a fusionedge model file on images, audio and text, any subset of them."""
+    """Runs a fusionedge model file on images, audio and text, any subset of them.
+
+    One Predictor may serve several threads at once: prepare, predict, predict_batch and
+    run keep no per-call state on the object, and ONNX Runtime allows concurrent runs of
+    one session (tests/runtime/test_runtime_predictor.py checks that four threads get
+    the single-thread answers). close() must not race with those calls.
+    """
 
     def __init__(self, path: str | Path, options: PredictorOptions | None = None) -> None:
         self.path = Path(path)

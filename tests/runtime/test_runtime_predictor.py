@@ -486,3 +486,23 @@ def test_predictor_is_a_context_manager(model_path: Path) -> None:
     ):
         raise RuntimeError("inside")  # errors pass through, the session is still released
     assert q.session is None
+
+
+def test_threads_sharing_one_predictor_get_the_single_thread_answers(predictor: Predictor) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    samples = [
+        {
+            "image": rng.integers(0, 256, (30 + k, 40, 3), dtype=np.uint8),
+            "audio": (0.2 * rng.standard_normal(4000 + 37 * k)).astype(np.float32),
+            "sample_rate": 8000,
+            "text": ["red", "blue", "", "green light"][k % 4],
+        }
+        for k in range(24)
+    ]
+    alone = [predictor.predict(**x).scores for x in samples]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(5):
+            shared = list(pool.map(lambda x: predictor.predict(**x).scores, samples))
+            assert shared == alone
