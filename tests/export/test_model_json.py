@@ -149,8 +149,12 @@ def test_export_run_writes_model_json_for_the_file_it_placed(run: Path, tmp_path
     assert data["files"][0]["sha256"] == sha256(out)
     assert "split" not in data
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "model.json", "model.onnx", "model.report.json"
-    ]  # fmt: skip
+        "model.card",
+        "model.card.md",
+        "model.json",
+        "model.onnx",
+        "model.report.json",
+    ]  # fmt: skip (the model card and its plots come with every export)
 
 
 def test_a_failed_export_leaves_no_model_json(

@@ -212,7 +212,10 @@ def test_refused_int8_leaves_no_file_and_a_report(run: Path, data: Path, tmp_pat
         export_run(run, out, data, int8=True, max_drop=-1.0)
     assert out.is_file()
     assert not copy_path(out, "int8").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.report.json"]
+    # The fp32 file was checked and kept: its model.json and card are written too.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.card", "model.card.md", "model.json", "model.onnx", "model.report.json"
+    ]  # fmt: skip
     entry = json.loads(report_path(out).read_text())["int8"]
     assert entry == e.value.report["int8"]
     assert entry["path"] is None and not entry["accepted"] and entry["problems"]
