@@ -28,9 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ipaddress
-import json
 import logging
-import math
 import socket
 import threading
 import time
@@ -41,6 +39,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from fusionedge.jsonio import dumps
+
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -50,18 +50,8 @@ LOOPBACK_NAMES = ("localhost",)
 
 
 def strict_json(obj: Any) -> str:
-    """JSON that every parser reads: a non-finite float becomes null, never NaN/Infinity."""
-    return json.dumps(_finite(obj), allow_nan=False, separators=(",", ":"))
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
+    """Compact strict JSON (fusionedge.jsonio): a non-finite float becomes null."""
+    return dumps(obj, separators=(",", ":"))
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -7,30 +7,13 @@ The parser is in cli.py. Each command imports its package only when it runs, so
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-
-def dumps(obj: Any, **kwargs: Any) -> str:
-    """json.dumps for everything the CLI prints: strict JSON, never NaN or Infinity (which
-    json.dumps writes by default and JSON parsers refuse). A non-finite float is written
-    as null (an undefined metric has no value); allow_nan=False catches anything else."""
-    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
+from fusionedge.jsonio import dumps
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:

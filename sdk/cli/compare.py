@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fusionedge.cli.commands import dumps
+from fusionedge.jsonio import dumps
 
 log = logging.getLogger(__name__)
 

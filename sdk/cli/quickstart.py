@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fusionedge.cli.commands import dumps
+from fusionedge.jsonio import dumps
 
 log = logging.getLogger(__name__)
 

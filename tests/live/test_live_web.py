@@ -52,7 +52,12 @@ class WebRun:
     jsonl: Path
 
     def jsonl_lines(self) -> list[str]:
-        return self.jsonl.read_text().splitlines()
+        # Whole lines only: the run may be halfway through writing the last one.
+        text = self.jsonl.read_text()
+        return text[: text.rfind("\n") + 1].splitlines()
+
+    def jsonl_times(self) -> set[float]:
+        return {json.loads(x)["t"] for x in self.jsonl_lines()}
 
 
 def free_port() -> int:
@@ -165,20 +170,27 @@ def test_the_page_shows_live_frames_and_follows_the_results(
             # with the same t in the run's own --jsonl lines, and it is recent.
             checked = 0
             for _ in range(5):
-                shown = page.evaluate(
+                # One read of the page: label, its result's t and the top bar, so an update
+                # between reads cannot pair one result's label with another's bars.
+                label, t, top_bar = page.evaluate(
                     "(() => { const l = document.getElementById('label');"
-                    " return [l.textContent, l.dataset.t]; })()"
+                    " const top = document.querySelector('#bars .row.top .name');"
+                    " return [l.textContent, l.dataset.t, top && top.textContent]; })()"
                 )
+                t = float(t)
                 status, _, body = get(web_run.base + "/api/latest")
                 assert status == 200
                 latest = json.loads(body)
+                # The run writes its --jsonl line and publishes to the page independently:
+                # give the line a moment to land.
+                assert wait_for(lambda t=t: t in web_run.jsonl_times(), 3.0), t
                 by_t = {json.loads(x)["t"]: json.loads(x) for x in web_run.jsonl_lines()}
-                label, t = shown[0], float(shown[1])
-                assert t in by_t, (t, sorted(by_t)[-3:])
                 assert label == by_t[t]["label"]
-                assert 0 <= latest["t"] - t < 1.0, (latest["t"], t)
+                # Recent: the page is at most a few results behind the newest. 3 s, not the
+                # 0.05 s it usually is, because the 2 shared cores may be busy with a suite.
+                assert 0 <= latest["t"] - t < 3.0, (latest["t"], t)
                 top = max(by_t[t]["scores"].items(), key=lambda kv: kv[1])
-                assert page.inner_text("#bars .row.top .name") == top[0]
+                assert top_bar == top[0]
                 checked += 1
                 time.sleep(0.2)
             assert checked == 5

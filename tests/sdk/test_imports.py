@@ -30,6 +30,7 @@ def loaded_after(code: str) -> set[str]:
         "fusionedge.cli.commands",
         "fusionedge.card",
         "fusionedge.contract",
+        "fusionedge.jsonio",
         "fusionedge.timing",
         "fusionedge.spec",
         "fusionedge.manifest",
