@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from support import tiny_spec
 
 from fusionedge.runtime import Predictor
 
@@ -35,21 +34,8 @@ FUZZ = settings(
 
 
 @pytest.fixture(scope="module")
-def fuzz_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from fusionedge.export.onnx_export import export_onnx
-    from fusionedge.training.model import FusedModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fuzz") / "model.onnx"
-    export_onnx(FusedModel(tiny_spec()).eval(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictor(fuzz_model: Path):
-    with Predictor.from_path(fuzz_model, providers="cpu", threads=1) as p:
+def predictor(tiny_model_file: Path):
+    with Predictor.from_path(tiny_model_file, providers="cpu", threads=1) as p:
         yield p
 
 
@@ -155,10 +141,10 @@ WORDS = st.sampled_from(
     with_model=st.booleans(),
 )
 def test_cli_arguments_end_in_a_result_or_one_error_line(
-    fuzz_model: Path, tmp_path: Path, command: str, words: list[str], with_model: bool
+    tiny_model_file: Path, tmp_path: Path, command: str, words: list[str], with_model: bool
 ) -> None:
     """Commands that read files (no training, no devices): exit 0 or 2, nothing else."""
-    args = [command, *([str(fuzz_model)] if with_model else []), *words]
+    args = [command, *([str(tiny_model_file)] if with_model else []), *words]
     with contextlib.chdir(tmp_path):  # relative paths in the words land in a scratch folder
         code = cli(args)
     assert code in (0, 2), args

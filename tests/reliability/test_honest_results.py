@@ -38,19 +38,6 @@ BLANK = ["", " ", "\t\n ", "\u3000"]
 # ---------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def honest_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from fusionedge.export.onnx_export import export_onnx
-    from fusionedge.training.model import FusedModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("honest") / "model.onnx"
-    export_onnx(FusedModel(tiny_spec()).eval(), path)
-    return path
-
-
 def nan_weights(src: Path, prefix: str) -> Path:
     """A copy whose first float weight under prefix is all NaN, its digest stamped again
     (a model that computes NaN, as export would have sealed it)."""
@@ -69,19 +56,19 @@ def nan_weights(src: Path, prefix: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def nan_image_model(honest_model: Path) -> Path:
-    return nan_weights(honest_model, "encoders.image")
+def nan_image_model(tiny_model_file: Path) -> Path:
+    return nan_weights(tiny_model_file, "encoders.image")
 
 
 @pytest.fixture(scope="session")
-def nan_text_model(honest_model: Path) -> Path:
+def nan_text_model(tiny_model_file: Path) -> Path:
     # The projection: NaN in the token table itself does not reach the scores here.
-    return nan_weights(honest_model, "encoders.text.proj")
+    return nan_weights(tiny_model_file, "encoders.text.proj")
 
 
 @pytest.fixture(scope="module")
-def predictor(honest_model: Path):
-    with Predictor.from_path(honest_model, providers="cpu", threads=1) as p:
+def predictor(tiny_model_file: Path):
+    with Predictor.from_path(tiny_model_file, providers="cpu", threads=1) as p:
         yield p
 
 
@@ -187,8 +174,8 @@ def test_the_live_loop_stops_on_nan_instead_of_printing_it(nan_text_model: Path)
 # ---------------------------------------------------------------------- strict JSON
 
 
-def test_predict_json_is_strict_json(honest_model: Path, image_file: Path) -> None:
-    done = fusionedge("predict", str(honest_model), "--image", str(image_file), "--json")
+def test_predict_json_is_strict_json(tiny_model_file: Path, image_file: Path) -> None:
+    done = fusionedge("predict", str(tiny_model_file), "--image", str(image_file), "--json")
     assert done.returncode == 0, done.stderr
     out = strict_loads(done.stdout)
     assert out["label"] in LABELS and list(out["scores"]) == list(LABELS)
@@ -196,17 +183,17 @@ def test_predict_json_is_strict_json(honest_model: Path, image_file: Path) -> No
     assert "embedding" not in out and out["providers"] == ["CPUExecutionProvider"]
 
 
-def test_info_json_is_strict_json(honest_model: Path) -> None:
-    done = fusionedge("info", str(honest_model), "--json")
+def test_info_json_is_strict_json(tiny_model_file: Path) -> None:
+    done = fusionedge("info", str(tiny_model_file), "--json")
     assert done.returncode == 0, done.stderr
     info = strict_loads(done.stdout)
     assert info["problems"] == [] and info["digest_verified"] is True
 
 
-def test_headless_lines_and_jsonl_are_strict_json(honest_model: Path, tmp_path: Path) -> None:
+def test_headless_lines_and_jsonl_are_strict_json(tiny_model_file: Path, tmp_path: Path) -> None:
     jsonl = tmp_path / "live.jsonl"
     done = fusionedge(
-        "run", str(honest_model), "--text", "red", "--headless", "--rate", "5",
+        "run", str(tiny_model_file), "--text", "red", "--headless", "--rate", "5",
         "--duration", "1.5", "--jsonl", str(jsonl), "--providers", "cpu",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -263,11 +250,11 @@ def test_the_runtime_and_the_manifest_agree_on_what_blank_is(
 
 @pytest.mark.parametrize("split", [False, True], ids=["single-file", "split"])
 def test_blank_live_text_is_absent_for_single_file_and_split_models(
-    honest_model: Path, tmp_path: Path, split: bool
+    tiny_model_file: Path, tmp_path: Path, split: bool
 ) -> None:
     """`fusionedge run --text "   "`: every line says text absent; the split model's
     streaming encoder is never handed a blank text (it crashed on one)."""
-    model = honest_model
+    model = tiny_model_file
     if split:
         import torch
 
@@ -286,8 +273,8 @@ def test_blank_live_text_is_absent_for_single_file_and_split_models(
     assert len(lines) >= 3 and not any(x["present"]["text"] for x in lines)
 
 
-def test_predict_without_input_is_refused_on_the_command_line(honest_model: Path) -> None:
-    done = fusionedge("predict", str(honest_model))
+def test_predict_without_input_is_refused_on_the_command_line(tiny_model_file: Path) -> None:
+    done = fusionedge("predict", str(tiny_model_file))
     assert done.returncode == 2 and done.stdout == ""
     assert last_error(done) == (
         "fusionedge predict: error: no input given; this model takes --image, --audio, "
@@ -295,14 +282,14 @@ def test_predict_without_input_is_refused_on_the_command_line(honest_model: Path
     )
 
 
-def test_predict_with_only_blank_text_is_refused_and_says_why(honest_model: Path) -> None:
-    done = fusionedge("predict", str(honest_model), "--text", "   ", "--json")
+def test_predict_with_only_blank_text_is_refused_and_says_why(tiny_model_file: Path) -> None:
+    done = fusionedge("predict", str(tiny_model_file), "--text", "   ", "--json")
     assert done.returncode == 2 and done.stdout == ""
     assert "(the --text given is blank, which counts as no text)" in last_error(done)
 
 
-def test_predict_with_an_input_answers(honest_model: Path) -> None:
-    done = fusionedge("predict", str(honest_model), "--text", "red")
+def test_predict_with_an_input_answers(tiny_model_file: Path) -> None:
+    done = fusionedge("predict", str(tiny_model_file), "--text", "red")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] in LABELS and "(from text;" in done.stdout
 
