@@ -148,86 +148,96 @@ def preprocessing(spec: ModelSpec) -> dict[str, Any]:
     layout = input_layout(spec)
     out: dict[str, Any] = {}
     if spec.image is not None:
-        image = spec.image
-        name = INPUT_NAMES["image"]
-        resize: dict[str, Any] = {
-            "mode": image.resize,
-            "height": image.height,
-            "width": image.width,
-            "skip": "no resize when the decoded image is already height x width",
-            "interpolation": {
-                "rule": "shrink when width * height < source width * source height, else enlarge",
-                "shrink": f"OpenCV {SHRINK_INTERPOLATION}",
-                "enlarge": f"OpenCV {ENLARGE_INTERPOLATION}",
-            },
-        }
-        if image.resize == "letterbox":
-            resize["letterbox"] = {
-                "scale": "min(width / source width, height / source height)",
-                "size": "nw = max(1, round(source width * scale)), nh = max(1, "
-                "round(source height * scale)); round half to even",
-                "place": "top = (height - nh) // 2, left = (width - nw) // 2",
-                "pad": "0 (black) in every channel, around the resized image",
-            }
-        out["image"] = {
-            "input": name,
-            "dtype": layout[name][0],
-            "shape": list(layout[name][1]),
-            "layout": "HWC, row-major, RGB",
-            "decode": {
-                "exif_orientation": "applied",
-                "icc_profile": "ignored",
-                "grey": "copied to R, G and B",
-                "alpha": "dropped, not composited",
-                "16_bit": "the high byte (value >> 8)",
-            },
-            "resize": resize,
-            "in_graph": {
-                "normalize": "(x / 255 - mean) / std per RGB channel; the graph does it",
-                "mean": list(image.mean),
-                "std": list(image.std),
-            },
-        }
+        out["image"] = _image(spec, layout)
     if spec.audio is not None:
-        audio = spec.audio
-        name = INPUT_NAMES["audio"]
-        out["audio"] = {
-            "input": name,
-            "dtype": layout[name][0],
-            "shape": list(layout[name][1]),
-            "sample_rate": audio.sample_rate,
-            "num_samples": audio.num_samples,
-            "decode": {"pcm_to_float": PCM_SCALE, "library": "libsndfile (soundfile)"},
-            "mono": "float32 mean of the channels",
-            "resample": {
-                "when": "the file's rate differs from sample_rate",
-                "library": "soxr",
-                "quality": SOXR_QUALITY,
-                "length": "(frames * sample_rate + rate // 2) // rate samples",
-            },
-            "window": {
-                "placement": "centre",
-                "longer": "crop: keep samples [start, start + num_samples), "
-                "start = (length - num_samples) // 2",
-                "shorter": "zero-pad: the audio at start = (num_samples - length) // 2, "
-                "zeros before and after",
-            },
-            "in_graph": {
-                "frontend": "log-mel (periodic Hann, power, mel filters, "
-                "log(mel + log_floor)), no centre padding; the graph does it",
-                "n_fft": audio.n_fft,
-                "hop_length": audio.hop_length,
-                "n_mels": audio.n_mels,
-                "f_min": audio.f_min,
-                "f_max": audio.f_max,
-                "log_floor": audio.log_floor,
-                "normalize": audio.normalize,
-                "frames": audio.num_frames,
-            },
-        }
+        out["audio"] = _audio(spec, layout)
     if spec.text is not None:
         out["text"] = _text(spec, layout)
     return out
+
+
+def _image(spec: ModelSpec, layout: dict[str, tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
+    assert spec.image is not None
+    image = spec.image
+    name = INPUT_NAMES["image"]
+    resize: dict[str, Any] = {
+        "mode": image.resize,
+        "height": image.height,
+        "width": image.width,
+        "skip": "no resize when the decoded image is already height x width",
+        "interpolation": {
+            "rule": "shrink when width * height < source width * source height, else enlarge",
+            "shrink": f"OpenCV {SHRINK_INTERPOLATION}",
+            "enlarge": f"OpenCV {ENLARGE_INTERPOLATION}",
+        },
+    }
+    if image.resize == "letterbox":
+        resize["letterbox"] = {
+            "scale": "min(width / source width, height / source height)",
+            "size": "nw = max(1, round(source width * scale)), nh = max(1, "
+            "round(source height * scale)); round half to even",
+            "place": "top = (height - nh) // 2, left = (width - nw) // 2",
+            "pad": "0 (black) in every channel, around the resized image",
+        }
+    return {
+        "input": name,
+        "dtype": layout[name][0],
+        "shape": list(layout[name][1]),
+        "layout": "HWC, row-major, RGB",
+        "decode": {
+            "exif_orientation": "applied",
+            "icc_profile": "ignored",
+            "grey": "copied to R, G and B",
+            "alpha": "dropped, not composited",
+            "16_bit": "the high byte (value >> 8)",
+        },
+        "resize": resize,
+        "in_graph": {
+            "normalize": "(x / 255 - mean) / std per RGB channel; the graph does it",
+            "mean": list(image.mean),
+            "std": list(image.std),
+        },
+    }
+
+
+def _audio(spec: ModelSpec, layout: dict[str, tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
+    assert spec.audio is not None
+    audio = spec.audio
+    name = INPUT_NAMES["audio"]
+    return {
+        "input": name,
+        "dtype": layout[name][0],
+        "shape": list(layout[name][1]),
+        "sample_rate": audio.sample_rate,
+        "num_samples": audio.num_samples,
+        "decode": {"pcm_to_float": PCM_SCALE, "library": "libsndfile (soundfile)"},
+        "mono": "float32 mean of the channels",
+        "resample": {
+            "when": "the file's rate differs from sample_rate",
+            "library": "soxr",
+            "quality": SOXR_QUALITY,
+            "length": "(frames * sample_rate + rate // 2) // rate samples",
+        },
+        "window": {
+            "placement": "centre",
+            "longer": "crop: keep samples [start, start + num_samples), "
+            "start = (length - num_samples) // 2",
+            "shorter": "zero-pad: the audio at start = (num_samples - length) // 2, "
+            "zeros before and after",
+        },
+        "in_graph": {
+            "frontend": "log-mel (periodic Hann, power, mel filters, "
+            "log(mel + log_floor)), no centre padding; the graph does it",
+            "n_fft": audio.n_fft,
+            "hop_length": audio.hop_length,
+            "n_mels": audio.n_mels,
+            "f_min": audio.f_min,
+            "f_max": audio.f_max,
+            "log_floor": audio.log_floor,
+            "normalize": audio.normalize,
+            "frames": audio.num_frames,
+        },
+    }
 
 
 def _text(spec: ModelSpec, layout: dict[str, tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
