@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 
 from fusionedge.runtime import Predictor
-from fusionedge.runtime.bench import interleave, random_batch
+from fusionedge.runtime.bench import random_batch
+from fusionedge.timing import interleave
 
 RNG = np.random.default_rng(0)
 

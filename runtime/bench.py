@@ -27,9 +27,6 @@ from fusionedge.contract import OUTPUT_NAMES
 from fusionedge.runtime.predictor import Predictor
 from fusionedge.runtime.result import make_results
 from fusionedge.spec import ModelSpec
-
-# The timing method lives in core (benchmarks/session_options.py still takes interleave
-# from this module).
 from fusionedge.timing import Call, interleave, stats, timed_call, warm_up
 
 log = logging.getLogger(__name__)
