@@ -1,7 +1,9 @@
-"""The live turn against the model: Predictor.predict on a 640x480 BGR frame, 1 s of 48 kHz
-PCM and a text, against the bare session.run on the same inputs prepared; per-stage
-costs; and parity of the new preprocessing with the reference path (cv2.INTER_AREA) on
-the test split, as files and as camera-sized frames.
+"""The live turn against the model: LiveRunner.step (inputs prepared as they arrive) and
+Predictor.predict on a 640x480 BGR frame, 1 s of 48 kHz PCM and a text, against the bare
+session.run on the same inputs prepared; per-stage costs; parity of the live ring's audio
+(resampled block by block as it arrives) and of the old per-turn resampling with the
+file path on the test split; and parity of a candidate image shrink (exact area mean,
+not adopted) with cv2.INTER_AREA, as files and as camera-sized frames.
 
     python benchmarks/live_turn.py /work/exp/qs/model.onnx --data /work/exp/qs/data
 """
@@ -20,6 +22,7 @@ from fusionedge import preprocess
 from fusionedge.contract import OUTPUT_NAMES
 from fusionedge.evaluation import pick_split
 from fusionedge.runtime import Predictor
+from fusionedge.runtime.audio_sources import AudioSource
 from fusionedge.runtime.bench import overhead
 from fusionedge.timing import interleave, stats, timed_call
 
@@ -113,6 +116,67 @@ def parity(predictor: Predictor, data: str) -> dict[str, float]:
     }
 
 
+def live_audio_windows(pcm: np.ndarray, n: int, model_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The model's window at the file path's place (the centre), from 48 kHz audio played
+    in 20 ms blocks: cut from the ring at the model's rate (now), and resampled from the
+    device ring for that one window by the turn right after the block that completes it
+    (before). 0.2 s of silence follows the clip, as a microphone goes on hearing."""
+    played = np.concatenate([pcm, np.zeros(RATE // 5, np.float32)])
+    source = AudioSource(RATE, capacity_s=len(played) / RATE + 1)
+    ring = source.ring_at(model_rate)
+    total = preprocess.resampled_length(len(pcm), RATE, model_rate)
+    stop = (total - n) // 2 + n  # the window's end, in samples at the model's rate
+    block, old = RATE // 50, None
+    for end in range(block, len(played) + 1, block):
+        source.write(played[end - block : end], end * 10**9 // RATE)
+        if old is None and stop * RATE <= end * model_rate:
+            old = _per_turn_window(source, n, model_rate, stop)
+    return ring.window_at(n, stop).samples, old
+
+
+def _per_turn_window(source: AudioSource, n: int, model_rate: int, stop: int) -> np.ndarray:
+    """What AudioSource.window did for each turn before the live ring: resample the newest
+    device samples (64 more than the window), keep the last n, ending at `stop`."""
+    import soxr
+
+    end_device = -(-stop * RATE // model_rate)
+    raw = source.ring.window_at(-(-n * RATE // model_rate) + 64, end_device).samples
+    return soxr.resample(raw, RATE, model_rate, quality="HQ")[-n:]
+
+
+def audio_parity(predictor: Predictor, data: str) -> dict[str, float]:
+    """Scores with the live window (now) and the per-turn window (before) against the file
+    path's window of the same 48 kHz audio, each sample's other inputs as files."""
+    spec = predictor.spec
+    _, _, records = pick_split(data, ("test",), 100_000, require_labels=False)
+    diffs: dict[str, list[float]] = {"ring": [], "per_turn": []}
+    labels = {"ring": 0, "per_turn": 0}
+    samples = 0
+    for r in records:
+        if not r.has("audio"):
+            continue
+        raw = {m: getattr(r, m) for m in spec.modalities if r.has(m)}
+        mono, rate = preprocess.read_audio(raw["audio"])
+        pcm = preprocess.resample(preprocess.to_mono_float32(mono, "audio"), rate, RATE)
+        pcm = np.clip(pcm, -1.0, 1.0)  # resampling overshoots; a microphone's converter clips
+        # The file path on the recording as a 48 kHz microphone captured it.
+        heard = preprocess.prepare_audio(pcm, RATE, spec.audio)
+        sample = dict(predictor.prepare(**raw), audio=heard)
+        file_scores = predictor.run(predictor.stack([sample]))[0][0]
+        ring, per_turn = live_audio_windows(pcm, spec.audio.num_samples, spec.audio.sample_rate)
+        for name, window in (("ring", ring), ("per_turn", per_turn)):
+            scores = predictor.run(predictor.stack([dict(sample, audio=window)]))[0][0]
+            diffs[name].append(float(np.abs(scores - file_scores).max()))
+            labels[name] += int(np.argmax(scores) != np.argmax(file_scores))
+        samples += 1
+    out: dict[str, float] = {"samples": samples}
+    for name in diffs:
+        out[f"{name}_max_abs_score_diff"] = max(diffs[name])
+        out[f"{name}_p50_abs_score_diff"] = float(np.median(diffs[name]))
+        out[f"{name}_label_changes"] = labels[name]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -126,7 +190,8 @@ def main() -> None:
         "threads": args.threads,
         "overhead": overhead(predictor, args.repeats),
         "stages_p50_ms": stages(predictor, args.repeats),
-        "parity": parity(predictor, args.data),
+        "audio_parity": audio_parity(predictor, args.data),
+        "image_candidate_parity": parity(predictor, args.data),
     }
     report["seconds"] = time.time() - t
     print(json.dumps(report, indent=2))

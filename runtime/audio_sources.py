@@ -1,13 +1,16 @@
 """Audio sources for the live loop: a microphone (sounddevice) and a WAV file in real time.
 
 Both fill an AudioRing at their own sample rate from another thread and hand out the
-model's window (its sample rate, its length) ending at a given moment. sounddevice (and
+model's window (its sample rate, its length) ending at a given moment. A consumer that
+takes windows at another rate asks for a ring at that rate (ring_at), which is then fed
+through a streaming resampler as the audio arrives. sounddevice (and
 with it PortAudio) is imported when a MicrophoneSource is made, never before.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from types import ModuleType
 import numpy as np
 
 from fusionedge.runtime.capture import CaptureSource, CaptureStats
-from fusionedge.runtime.ring import AudioRing, AudioWindow
+from fusionedge.runtime.ring import AudioRing, AudioWindow, ResampledRing
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +70,59 @@ class AudioSource(CaptureSource):
     ) -> None:
         super().__init__(AudioStats(), backoff_s, name)
         self.device_rate = device_rate
+        self.capacity_s = capacity_s
         self.ring = AudioRing(int(capacity_s * device_rate), device_rate)
+        self._resampled: ResampledRing | None = None
+        self._writing = threading.Lock()
+
+    def ring_at(self, sample_rate: int) -> AudioRing:
+        """The ring holding this source's audio at sample_rate.
+
+        At another rate than the device's, a second ring is fed through a ResampledRing as
+        blocks arrive, starting with what the device's ring holds already. One other rate
+        per source.
+        """
+        if sample_rate == self.device_rate:
+            return self.ring
+        with self._writing:
+            if self._resampled is None:
+                resampled = ResampledRing(self.device_rate, sample_rate, self.capacity_s)
+                held = self.ring.window(min(self.ring.written, self.ring.capacity))
+                if held is not None:
+                    resampled.write(held.samples, held.end_ns)
+                self._resampled = resampled
+        if self._resampled.ring.sample_rate != sample_rate:
+            raise ValueError(
+                f"this source already feeds a ring at {self._resampled.ring.sample_rate} Hz; "
+                f"one other rate than the device's {self.device_rate} Hz is supported"
+            )
+        return self._resampled.ring
+
+    def write(self, block: np.ndarray, end_ns: int) -> None:
+        """Stores a mono float32 block whose last sample was captured at end_ns.
+
+        Subclasses call it from their capture thread or callback; an application with its
+        own capture can feed a source through it too. The lock is contended only while
+        ring_at starts a resampled ring (about 1 ms for 5 s of audio).
+        """
+        with self._writing:
+            self.ring.write(block, end_ns)
+            if self._resampled is not None:
+                self._resampled.write(block, end_ns)
 
     def window(
         self, num_samples: int, sample_rate: int, end_ns: int | None = None
     ) -> AudioWindow | None:
-        """num_samples at sample_rate ending at end_ns (newest when None), mono float32."""
+        """num_samples at sample_rate ending at end_ns (newest when None), mono float32.
+
+        From a ring at that rate when there is one (the device's, or ring_at's); else the
+        device's samples are resampled now, for this window.
+        """
         if sample_rate == self.device_rate:
             return self.ring.window(num_samples, end_ns)
+        resampled = self._resampled
+        if resampled is not None and resampled.ring.sample_rate == sample_rate:
+            return resampled.ring.window(num_samples, end_ns)
         import soxr
 
         # Read a little more than the window so the resampler's start-up edge falls
@@ -126,7 +174,7 @@ class WavFileSource(AudioSource):
             block = self.samples[position : position + self.block]
             played = (self.stats.blocks * self.block + len(block)) / self.device_rate
             self._stop.wait(max(0.0, start + played - time.monotonic()))
-            self.ring.write(block, time.monotonic_ns())
+            self.write(block, time.monotonic_ns())
             self.stats.blocks += 1
             position += len(block)
 
@@ -195,7 +243,7 @@ class MicrophoneSource(AudioSource):
             self.stats.overflows += 1
         if status.input_underflow:
             self.stats.underflows += 1
-        self.ring.write(indata.mean(axis=1) if indata.shape[1] > 1 else indata[:, 0], t_ns)
+        self.write(indata.mean(axis=1) if indata.shape[1] > 1 else indata[:, 0], t_ns)
         self.stats.blocks += 1
 
     def _open(self) -> None:

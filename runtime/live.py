@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fusionedge.runtime.audio_sources import AudioSource
-from fusionedge.runtime.camera import CameraSource
+from fusionedge.runtime.camera import CameraSource, Frame
 from fusionedge.runtime.predictor import Predictor
 from fusionedge.runtime.ring import AudioWindow
 from fusionedge.runtime.streaming import StreamingEncoder
@@ -145,6 +145,15 @@ class LiveRunner:
             raise ValueError("text was given but the model takes no text")
         self.predictor, self.camera, self.audio = predictor, camera, audio
         self.text = text
+        # Inputs are prepared as they arrive, not on the turn: each camera frame on the
+        # capture thread (by frame_preparer; a frame it prepared is used as is), the audio
+        # resampled block by block into a ring at the model's rate. The turn then only
+        # copies a window and runs the model.
+        self.frame_preparer = self._prepare_frame
+        if camera is not None:
+            camera.prepare_frames(self.frame_preparer)
+        self._audio_ring = None if audio is None else audio.ring_at(spec.audio.sample_rate)
+        self._tokens: tuple[str, np.ndarray] | None = None  # the last text and its tokens
         self.options = options or LiveOptions()
         self.results = 0
         self._smoothed: np.ndarray | None = None
@@ -155,15 +164,11 @@ class LiveRunner:
             if predictor.split is not None
             else None
         )
-        # Index-cut audio windows need the ring at the model's rate and a separate front end
-        # (else each hop encodes a window cut by time, whole).
+        # Index-cut audio windows need a separate front end (else each hop encodes a window
+        # cut by time, whole); the ring is at the model's rate whatever the device's.
         self._hop_samples = 0
-        if (
-            self.streaming is not None
-            and audio is not None
-            and predictor.split.frontend is not None
-            and audio.device_rate == spec.audio.sample_rate
-        ):
+        split = predictor.split
+        if self.streaming is not None and audio is not None and split.frontend is not None:
             hop = spec.audio.hop_length
             steps = round(self.options.audio_hop_ms / 1e3 * spec.audio.sample_rate / hop)
             self._hop_samples = max(1, steps) * hop
@@ -197,7 +202,7 @@ class LiveRunner:
         deadline = time.monotonic() + self.options.startup_s
         while not self._stop.is_set() and time.monotonic() < deadline:
             camera_ready = self.camera is None or self.camera.latest() is not None
-            audio_ready = self.audio is None or self.audio.ring.end_ns is not None
+            audio_ready = self._audio_ring is None or self._audio_ring.end_ns is not None
             if camera_ready and audio_ready:
                 return
             self._stop.wait(0.01)
@@ -270,7 +275,7 @@ class LiveRunner:
         the window's age. The clock is read after the ring, so no block can land in
         between and make an age negative."""
         spec = self.predictor.spec
-        newest = self.audio.ring.end_ns
+        newest = self._audio_ring.end_ns
         window = self.audio.window(spec.audio.num_samples, spec.audio.sample_rate, anchor)
         now = time.monotonic_ns()
         # Live means the microphone delivered recently; the age is that of the window.
@@ -284,14 +289,14 @@ class LiveRunner:
             window, use_audio, audio_age = self._live_audio(anchor)
         if frame is None and use_audio:
             anchor = window.end_ns
-        inputs = self.predictor.prepare(
-            image=frame.image if frame is not None else None,
-            color_order="bgr",
+        # The window is the model's input as it is: its rate, its length.
+        inputs = dict.fromkeys(spec.modalities)
+        inputs.update(
+            image=None if frame is None else self._image_of(frame),
             audio=window.samples if use_audio else None,
-            sample_rate=spec.audio.sample_rate if use_audio else None,
-            text=text,
+            text=None if text is None else self._tokens_of(text),
         )
-        batch = self.predictor.stack([inputs])
+        batch = self.predictor.stack([{m: inputs[m] for m in spec.modalities}])
         t1 = time.monotonic_ns()
         scores, _ = self.predictor.run(batch)
         present = {m: bool(p) for m, p in zip(spec.modalities, batch["present"][0], strict=True)}
@@ -302,10 +307,7 @@ class LiveRunner:
         spent = sum(streaming.stats.inference_ns.values())
         present = dict.fromkeys(predictor.spec.modalities, False)
         if frame is not None:
-            streaming.update_image(
-                frame.t_ns,
-                lambda: predictor.prepare(image=frame.image, color_order="bgr")["image"],
-            )
+            streaming.update_image(frame.t_ns, lambda: self._image_of(frame))
             present["image"] = True
         audio_age = None
         if self.audio is not None and self._hop_samples:
@@ -313,17 +315,12 @@ class LiveRunner:
             if frame is None and present["audio"]:
                 anchor = streaming.audio_end_ns()
         elif self.audio is not None:
-            newest = self.audio.ring.end_ns
+            newest = self._audio_ring.end_ns
             cached_end = streaming.audio_end_ns()
             if newest is not None and streaming.audio_due(min(anchor, newest)):
                 window, live, audio_age = self._live_audio(anchor)
                 if window is not None:
-                    streaming.update_audio(
-                        window.end_ns,
-                        lambda: predictor.prepare(
-                            audio=window.samples, sample_rate=window.sample_rate
-                        )["audio"],
-                    )
+                    streaming.update_audio(window.end_ns, lambda: window.samples)
                 present["audio"] = live
             elif cached_end is not None:
                 now = time.monotonic_ns()
@@ -332,20 +329,37 @@ class LiveRunner:
             if frame is None and present["audio"]:
                 anchor = streaming.audio_end_ns()
         if text is not None:
-            streaming.update_text(text, lambda: predictor.prepare(text=text)["text"])
+            streaming.update_text(text, lambda: self._tokens_of(text))
             present["text"] = True
         scores, _ = streaming.scores(present)
         inference = sum(streaming.stats.inference_ns.values()) - spent
         return _Turn(scores, present, anchor, audio_age, inference)
 
+    def _prepare_frame(self, image: np.ndarray) -> np.ndarray:
+        """A camera frame -> the model's image (run on the camera's capture thread)."""
+        return self.predictor.prepare(image=image, color_order="bgr")["image"]
+
+    def _image_of(self, frame: Frame) -> np.ndarray:
+        """The frame as the model takes it: prepared on arrival, or now (a frame given to
+        step() by hand, or one the capture thread could not prepare)."""
+        if frame.prepared is not None and frame.prepared_by is self.frame_preparer:
+            return frame.prepared
+        return self._prepare_frame(frame.image)
+
+    def _tokens_of(self, text: str) -> np.ndarray:
+        """The text's tokens, encoded again only when the text changes."""
+        if self._tokens is None or self._tokens[0] != text:
+            self._tokens = (text, self.predictor.prepare(text=text)["text"])
+        return self._tokens[1]
+
     def _stream_audio_by_index(self) -> tuple[int | None, bool]:
-        """Audio for a split model with its own log-mel front end, the microphone at the
-        model's rate: windows cut by sample index, a whole number of DFT hops apart, so
+        """Audio for a split model with its own log-mel front end: windows cut by sample
+        index of the ring at the model's rate, a whole number of DFT hops apart, so
         each hop computes the log-mel of the new audio only. The window ends at the last
         hop boundary (up to audio_hop_ms before the newest sample), not at the frame's
         capture time. Returns the cached window's age and whether the microphone is live.
         """
-        streaming, ring = self.streaming, self.audio.ring
+        streaming, ring = self.streaming, self._audio_ring
         n = self.predictor.spec.audio.num_samples
         newest, written = ring.end_ns, ring.written
         if newest is None:

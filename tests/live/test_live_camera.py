@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from pathlib import Path
 
@@ -327,3 +328,37 @@ def test_reconnects_are_counted_as_reopens(mjpeg_server: MjpegServer) -> None:
     with CameraSource(mjpeg_server.url, timeout_ms=1000, backoff_s=(0.1, 0.4)) as camera:
         assert wait_for(lambda: mjpeg_server.connections >= 3, 6.0), camera.stats
     assert camera.stats.reopens >= 2, camera.stats
+
+
+def test_frames_are_prepared_on_the_capture_thread(avi: Path) -> None:
+    threads: list[threading.Thread] = []
+
+    def halve(image: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread())
+        return image[::2, ::2].copy()
+
+    camera = CameraSource(str(avi), realtime=False)
+    camera.prepare_frames(halve)  # before start: every frame is prepared
+    with camera:
+        frames = take_all(camera, 5.0)
+    assert frames
+    for frame in frames:
+        assert frame.prepared_by is halve
+        assert np.array_equal(frame.prepared, frame.image[::2, ::2])
+    assert threads and threading.main_thread() not in threads
+
+
+def test_a_frame_the_preparer_fails_on_is_published_unprepared(avi: Path) -> None:
+    def fail(image: np.ndarray) -> np.ndarray:
+        raise ValueError("not this one")
+
+    camera = CameraSource(str(avi), realtime=False)
+    camera.prepare_frames(fail)
+    with camera:
+        frames = take_all(camera, 5.0)
+    # Every frame still arrives, unprepared: the consumer prepares it and meets the error.
+    numbers = [frame_number(f.image) for f in frames]
+    assert numbers == sorted(set(numbers))
+    assert len(frames) + camera.stats.dropped == FRAMES
+    assert all(f.prepared is None and f.prepared_by is None for f in frames)
+    assert camera.stats.errors == []

@@ -218,11 +218,11 @@ class RacingAudio(AudioSource):
 
     def __init__(self) -> None:
         super().__init__(16000, 1.0)
-        self.ring.write(np.zeros(320, np.float32), time.monotonic_ns())
+        self.write(np.zeros(320, np.float32), time.monotonic_ns())
 
     def window(self, num_samples: int, sample_rate: int, end_ns: int | None = None):
         time.sleep(0.002)
-        self.ring.write(np.zeros(320, np.float32), time.monotonic_ns())
+        self.write(np.zeros(320, np.float32), time.monotonic_ns())
         return super().window(num_samples, sample_rate, end_ns)
 
 
@@ -333,3 +333,17 @@ def test_smoothing_blends_consecutive_scores(predictor: Predictor) -> None:
         np.testing.assert_allclose(smooth[k], 0.8 * smooth[k - 1] + 0.2 * raw[k], atol=1e-5)
     smooth_jumps = np.abs(np.diff(smooth, axis=0)).sum(axis=1)
     assert smooth_jumps.mean() < 0.5 * raw_jumps.mean()
+
+
+def test_a_frame_prepared_on_arrival_is_used_as_it_is(predictor: Predictor) -> None:
+    runner = LiveRunner(predictor)
+    blue = runner.frame_preparer(solid(BLUE))
+    assert np.array_equal(blue, predictor.prepare(image=solid(BLUE), color_order="bgr")["image"])
+    now = time.monotonic_ns()
+    # A red frame that carries the blue picture as prepared by this runner: the turn runs
+    # the prepared picture, proof that it did not prepare the frame again.
+    mine = runner.step(Frame(solid(RED), now, 0, blue, runner.frame_preparer))
+    assert mine.label == "blue"
+    # Prepared by something else (another runner, another model): prepared again.
+    theirs = runner.step(Frame(solid(RED), now, 1, blue, lambda image: image))
+    assert theirs.label == "red"

@@ -203,3 +203,57 @@ def test_window_at_cuts_by_absolute_sample_index() -> None:
     older = ring.window_at(300, 700)  # reaches back before what the ring still holds
     assert np.array_equal(older.samples[100:], samples[500:700])
     assert not older.samples[:100].any()
+
+
+def test_the_ring_wraps_with_two_slices_and_keeps_order() -> None:
+    ring = AudioRing(capacity=7, sample_rate=RATE)
+    ring.write(ramp(0, 5), 5 * MS)
+    ring.write(ramp(5, 5), 10 * MS)  # wraps: the ring holds samples 3..9
+    assert np.array_equal(ring.window(7).samples, ramp(3, 7))
+    assert np.array_equal(ring.window(4, end_ns=8 * MS).samples, ramp(4, 4))
+
+
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out", "block"),
+    [(48000, 16000, 960), (44100, 16000, 441), (16000, 8000, 317), (8000, 16000, 160)],
+)
+def test_resampled_ring_equals_resampling_the_whole_recording(
+    rate_in: int, rate_out: int, block: int
+) -> None:
+    import soxr
+
+    from fusionedge.runtime.ring import LIVE_MARGIN, ResampledRing
+
+    rng = np.random.default_rng(rate_in + block)
+    pcm = (0.3 * rng.standard_normal(2 * rate_in)).astype(np.float32)
+    resampled = ResampledRing(rate_in, rate_out, capacity_s=3.0)
+    for start in range(0, len(pcm), block):  # odd block sizes: not aligned to the rates
+        piece = pcm[start : start + block]
+        resampled.write(piece, (start + len(piece)) * 10**9 // rate_in)
+    whole = soxr.resample(pcm, rate_in, rate_out, quality="HQ")
+    ring = resampled.ring
+    n = ring.written
+    np.testing.assert_allclose(ring.window(n).samples, whole[:n], atol=1e-6)
+    # It runs LIVE_MARGIN samples at the lower rate behind, and says so in its stamps:
+    # the newest sample out is stamped with its own capture time, not the block's.
+    behind_s = LIVE_MARGIN / min(rate_in, rate_out)
+    assert len(pcm) / rate_in - n / rate_out == pytest.approx(behind_s, abs=1.5 / rate_out)
+    assert ring.end_ns == pytest.approx(n / rate_out * 1e9, abs=1e3)
+
+
+def test_a_source_asked_for_another_rate_late_starts_from_what_it_holds() -> None:
+    from fusionedge.runtime.audio_sources import AudioSource
+
+    source = AudioSource(48000, capacity_s=2.0)
+    tone = np.sin(2 * np.pi * 440 * np.arange(48000) / 48000).astype(np.float32)
+    source.write(tone[:24000], 500 * MS)
+    ring = source.ring_at(16000)
+    assert ring.written > 7000  # the half second already held, less the margin
+    source.write(tone[24000:], 1000 * MS)
+    assert source.ring_at(16000) is ring
+    window = source.window(16000, 16000)
+    assert window is not None and window.sample_rate == 16000
+    spectrum = np.abs(np.fft.rfft(window.samples[-8000:]))
+    assert np.fft.rfftfreq(8000, 1 / 16000)[np.argmax(spectrum)] == pytest.approx(440, abs=2)
+    with pytest.raises(ValueError, match="already feeds a ring at 16000 Hz"):
+        source.ring_at(8000)

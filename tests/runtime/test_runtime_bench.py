@@ -130,15 +130,18 @@ def test_bench_on_synthetic_inputs(predictor: Predictor) -> None:
     json.dumps(report)  # the CLI prints it as is
 
 
-def test_overhead_ratio_is_predict_against_the_bare_session(predictor: Predictor) -> None:
+def test_overhead_ratio_is_the_live_turn_against_the_bare_session(predictor: Predictor) -> None:
     options = BenchOptions(batches=(1,), repeats=3, warmup=0)
     report = run_bench(predictor, synthetic_inputs(predictor, 2), options)
     live = report["overhead"]
     assert live["repeats"] == 3
-    check_stats(live["predict"])
-    check_stats(live["session_run"])
+    for stage in ("live_turn", "predict", "session_run"):
+        check_stats(live[stage])
     assert report["overhead_ratio"] == live["overhead_ratio"]
     assert live["overhead_ratio"] == pytest.approx(
+        live["live_turn"]["p50_ms"] / live["session_run"]["p50_ms"]
+    )
+    assert live["predict_ratio"] == pytest.approx(
         live["predict"]["p50_ms"] / live["session_run"]["p50_ms"]
     )
     # Camera-sized, microphone-rate inputs whatever inputs the stages were timed on.
@@ -245,3 +248,19 @@ def test_bench_without_vs_torch_never_imports_torch(model_path: Path, tmp_path: 
     assert check["torch_modules"] == []
     assert set(check["report"]["batches"]) == {"1", "2"}
     assert check["report"]["runtime"]["p50_ms"] > 0
+
+
+def test_the_live_turn_bench_runs_on_every_input_prepared_as_predict_prepares_it(
+    predictor: Predictor,
+) -> None:
+    from fusionedge.runtime.bench import live_turn
+
+    raw = synthetic_inputs(predictor, 2).raw
+    turn, frame_for = live_turn(predictor, raw)
+    frame = frame_for(1)
+    expected = predictor.prepare(**raw[1])["image"]
+    assert frame is not None and np.array_equal(frame.prepared, expected)
+    result = turn(frame)
+    # Every modality took part: a stale or missing input would make the turn cheaper.
+    assert all(result.present.values()), result.present
+    assert np.isfinite(list(result.scores.values())).all()
