@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES: dict[str, str] = {
     "sdk": "fusionedge",
     "sdk/cli": "fusionedge.cli",
+    "sdk/card": "fusionedge.card",
     "sdk/demo": "fusionedge.demo",
     "training": "fusionedge.training",
     "export": "fusionedge.export",
@@ -32,7 +33,7 @@ PACKAGES: dict[str, str] = {
 TOP_FOLDERS = ("sdk", "training", "export", "runtime")
 
 LAYER_FOLDERS: dict[str, frozenset[str]] = {
-    "core": frozenset({"sdk", "sdk/demo"}),
+    "core": frozenset({"sdk", "sdk/card", "sdk/demo"}),
     "runtime": frozenset({"runtime"}),
     "training": frozenset({"training"}),
     "export": frozenset({"export"}),
