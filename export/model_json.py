@@ -43,6 +43,9 @@ from fusionedge.version import __version__
 
 FORMAT = "fusionedge.model_json"
 FORMAT_VERSION = 1
+# A model.json is a few kilobytes plus the tokenizer's vocabulary (30,522 WordPiece tokens
+# for a BERT encoder, about 0.5 MB); a file far larger is not one.
+MAX_MODEL_JSON_BYTES = 64 << 20
 
 # Host preprocessing facts the spec does not state (fusionedge.preprocess); each is
 # checked against that module's behaviour by tests/export/test_model_json.py.
@@ -57,6 +60,17 @@ def model_json_path(model_path: str | Path) -> Path:
     """model.onnx -> model.json, beside it."""
     path = Path(model_path)
     return path.with_name(path.stem + ".json")
+
+
+def is_model_json(path: Path) -> bool:
+    """Whether path holds a model.json that an export wrote (its "format" says so)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(MAX_MODEL_JSON_BYTES + 1)
+        data = json.loads(head) if len(head) <= MAX_MODEL_JSON_BYTES else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
 
 
 def sha256_file(path: Path) -> str:

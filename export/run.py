@@ -21,7 +21,7 @@ from fusionedge.arrays import SampleArrays
 from fusionedge.card import write_card_or_warn
 from fusionedge.contract import split_folder
 from fusionedge.evaluation import split_arrays
-from fusionedge.export.model_json import model_json_path, write_model_json
+from fusionedge.export.model_json import is_model_json, model_json_path, write_model_json
 from fusionedge.export.onnx_export import DEFAULT_OPSET, export_onnx
 from fusionedge.export.parity import ParityError, check_parity
 from fusionedge.export.precision import MAX_DROP_POINTS, PrecisionRefused, add_copies, copy_path
@@ -141,6 +141,19 @@ def terminate_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _check_companion(out: Path) -> None:
+    """Refuses an out whose model.json would replace a file no export wrote: `--out
+    run/config.onnx` would otherwise delete the run's config.json (and metrics.onnx its
+    metrics.json), before any work is done."""
+    companion = model_json_path(out)
+    if companion.exists() and not is_model_json(companion):
+        raise ValueError(
+            f"--out {out}: the export writes {companion.name} beside the model (its "
+            f"description for other languages), and {companion} exists and is not one; "
+            f"name the model otherwise, e.g. --out {out.with_name('model.onnx')}"
+        )
+
+
 def export_run(
     run: str | Path,
     out: str | Path,
@@ -176,6 +189,7 @@ def export_run(
     run, out = Path(run), Path(out)
     if out.suffix != ".onnx":
         raise ValueError(f"--out must name an .onnx file, got {out}")
+    _check_companion(out)
     if int8 and resolve_data(run, data) is None:
         raise ValueError(
             "--int8 calibrates on real training samples: pass --data (the run names no "

@@ -163,7 +163,7 @@ def test_a_failed_export_leaves_no_model_json(
     """A model.json of an earlier export goes once the file it described is replaced, and
     the export that fails after that writes none."""
     out = tmp_path / "model.onnx"
-    (tmp_path / "model.json").write_text('{"stale": true}')
+    (tmp_path / "model.json").write_text('{"format": "fusionedge.model_json", "stale": true}')
 
     def fails(*args, **kwargs):
         raise RuntimeError("copy failed")
@@ -188,3 +188,17 @@ def test_a_refused_copy_still_describes_the_fp32_file(
         export_module.export_run(run, out)
     data = json.loads((tmp_path / "model.json").read_text())
     assert [(f["path"], f["sha256"]) for f in data["files"]] == [("model.onnx", sha256(out))]
+
+
+@pytest.mark.parametrize("name", ["config", "metrics"])
+def test_an_out_whose_model_json_would_replace_another_file_is_refused(
+    run: Path, name: str
+) -> None:
+    """`--out run/config.onnx` would write run/config.json: refused before any work, and
+    the run's own file is untouched."""
+    companion = run / f"{name}.json"
+    before = companion.read_bytes()
+    with pytest.raises(ValueError, match=f"{name}.json exists and is not one"):
+        export_module.export_run(run, run / f"{name}.onnx")
+    assert companion.read_bytes() == before
+    assert not (run / f"{name}.onnx").exists()
