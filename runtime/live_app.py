@@ -40,6 +40,8 @@ class LiveConfig:
         providers: "auto", or provider names.
         web: "[HOST:]PORT" to serve the web view on (runtime/web.py), or None. A bare
             port listens on 127.0.0.1 only.
+        loop: Play a video or audio file again from its start when it ends (a demo from
+            files runs until stopped); devices and streams are not affected.
     """
 
     model: Path
@@ -53,14 +55,16 @@ class LiveConfig:
     threads: int = 1
     providers: str = "auto"
     web: str | None = None
+    loop: bool = False
 
 
-def open_audio(mic: str, sample_rate: int) -> AudioSource:
-    """An audio file plays in real time; anything else names a capture device."""
+def open_audio(mic: str, sample_rate: int, loop: bool = False) -> AudioSource:
+    """An audio file plays in real time (again from the start with loop); anything else
+    names a capture device."""
     if Path(mic).suffix.lower() in AUDIO_FILE_SUFFIXES:
         if not Path(mic).is_file():
             raise FileNotFoundError(f"--mic {mic}: no such audio file")
-        return WavFileSource(mic).start()
+        return WavFileSource(mic, loop=loop).start()
     return MicrophoneSource(mic, sample_rate).start()
 
 
@@ -76,8 +80,16 @@ def stdin_text() -> Callable[[], str | None]:
     return lambda: latest[0]
 
 
-def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
+def run_live(
+    config: LiveConfig,
+    out: IO[str] = sys.stdout,
+    on_result: Callable[[LiveResult], Any] | None = None,
+) -> int:
     """Runs until the duration ends, file sources end, the window closes or Ctrl-C.
+
+    on_result, when given, is called with each result on the loop's thread, after the
+    result went to the JSON lines, the web view and the window; it should return quickly
+    (the next turn waits for it), and an exception from it ends the run.
 
     Returns the number of results.
     """
@@ -104,9 +116,9 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
         if web_address is not None:  # before the devices: a taken port fails at once
             web = WebView(web_address, info=web_info(config.model, spec)).start()
         if config.camera is not None:
-            camera = CameraSource(config.camera).start()
+            camera = CameraSource(config.camera, loop=config.loop).start()
         if config.mic is not None:
-            audio = open_audio(config.mic, spec.audio.sample_rate)
+            audio = open_audio(config.mic, spec.audio.sample_rate, config.loop)
         text = stdin_text() if config.text == "-" else config.text
         runner = LiveRunner(predictor, camera, audio, text, config.options)
         sink = config.jsonl.open("a", encoding="utf-8") if config.jsonl else None
@@ -128,6 +140,8 @@ def run_live(config: LiveConfig, out: IO[str] = sys.stdout) -> int:
                 publish(web, line, result, rate.tick(), audio)
             if window is not None and not window.show(result, audio):
                 break
+            if on_result is not None:
+                on_result(result)
             count += 1
             if end is not None and time.monotonic() >= end:
                 break

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from fusionedge.errors import MediaError
 from fusionedge.spec import AudioSpec, ImageSpec
 
 if TYPE_CHECKING:
@@ -71,10 +72,6 @@ _NOT_REGULAR = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
-
-
-class MediaError(ValueError):
-    """A file could not be decoded, or an array cannot be converted to the spec."""
 
 
 def _regular_file_size(path: Path, kind: str) -> int:

@@ -357,6 +357,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads=args.threads,
         providers=args.providers,
         web=args.web,
+        loop=args.loop,
         options=LiveOptions(
             stale_ms=args.stale_ms,
             rate_hz=args.rate,
@@ -391,6 +392,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
             f"  {a['index']}: {a['name']}{mark}, {a['channels']} ch, {a['hostapi']}, "
             f"default {a['default_samplerate']:.0f} Hz, accepts {a['rates']}"
         )
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from fusionedge.cli.doctor import print_doctor
+
+    # A report, not a test: a missing GPU or microphone is an answer, so exit 0.
+    print_doctor(args.max_cameras, args.json)
     return 0
 
 

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run(sub)
     add_record(sub)
     add_devices(sub)
+    add_doctor(sub)
     add_quickstart(sub)
     add_card(sub)
     return parser
@@ -212,6 +213,11 @@ def add_run(sub: Subparsers) -> None:
     p.add_argument("--jsonl", help="also append the JSON lines to this file")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument(
+        "--loop",
+        action="store_true",
+        help="play --camera and --mic files again from the start when they end",
+    )
+    p.add_argument(
         "--web",
         metavar="[HOST:]PORT",
         help="also serve a live web view (page, /api/latest, /api/stream, /stream.mjpg) on "
@@ -267,6 +273,17 @@ def add_devices(sub: Subparsers) -> None:
     p.add_argument("--max-cameras", type=int, default=8, help="camera indices to try")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_devices)
+
+
+def add_doctor(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="what this machine can run (GPU, CUDA libraries, providers, torch, audio, "
+        "cameras), and the command that fixes each thing missing",
+    )
+    p.add_argument("--max-cameras", type=int, default=8, help="camera indices to try")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run_command=commands.cmd_doctor)
 
 
 def add_quickstart(sub: Subparsers) -> None:

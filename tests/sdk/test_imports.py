@@ -38,6 +38,7 @@ def loaded_after(code: str) -> set[str]:
         "fusionedge.metrics",
         "fusionedge.demo",
         "fusionedge.runtime",
+        "fusionedge.errors",
     ],
 )
 def test_light_modules_load_no_heavy_dependency(module):
@@ -72,3 +73,16 @@ def test_cli_help_loads_nothing_heavy():
         "    main(['--help'])"
     )
     assert loaded_after(code) == set()
+
+
+def test_media_error_is_caught_from_the_runtime_without_loading_opencv():
+    """An application catches what preprocessing raises by the runtime's name, before
+    any image has loaded OpenCV."""
+    code = (
+        "from fusionedge.runtime import MediaError\n"
+        "import sys\n"
+        "assert 'cv2' not in sys.modules\n"
+        "from fusionedge.preprocess import MediaError as raised\n"
+        "assert raised is MediaError"
+    )
+    subprocess.run([sys.executable, "-I", "-c", code], check=True)
