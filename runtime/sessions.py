@@ -25,6 +25,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from fusionedge.runtime import cuda_libs
 from fusionedge.runtime.model_file import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,10 @@ def open_session(
             writer = f"{os.getpid()}.{threading.get_ident()}"  # two threads may miss at once
             tmp = cached.with_name(f".{cached.name}.{writer}.tmp")
             options.optimized_model_filepath = str(tmp)
+    if cuda_libs.needs_cuda_libraries(providers):
+        # NVIDIA's pip libraries are on no loader path: loaded here, once per process,
+        # or the CUDA provider falls back to the CPU (cuda_libs.py).
+        cuda_libs.preload()
     try:
         session = ort.InferenceSession(str(source), options, providers=providers)
     except load_errors() as e:
