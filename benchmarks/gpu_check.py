@@ -1,18 +1,24 @@
 """Every CUDA path in one short run, for a machine with an NVIDIA GPU.
 
     .venv/bin/python benchmarks/gpu_check.py [--out DIR] [--n 1500] [--epochs 12]
-    .venv/bin/python benchmarks/gpu_check.py --cpu --n 300 --epochs 2   # dry run, no GPU
+    .venv/bin/python benchmarks/gpu_check.py --cpu --n 200 --epochs 1   # dry run, no GPU
 
-1. demo data, then training on CUDA with mixed precision (a few hundred steps);
+1. demo data, then training on CUDA with mixed precision (a few hundred steps); the
+   throughput is training samples per second of an epoch (median of the epochs after the
+   first, which pays for CUDA start-up; an epoch's time includes its validation pass);
 2. export: fp32, int8 and fp16 copies, and the split parts;
 3. ONNX Runtime with the CUDA provider (strict: a silent CPU fallback fails the check):
-   parity of fp32 and fp16 on CUDA against fp32 on CPU, on the validation samples, and
-   the split model on CUDA against the single file;
-4. batch-1 and batch-32 latency through fusionedge.timing (the variants take turns in
+   parity of fp32 (plain and with IO binding) and fp16 on CUDA against fp32 on CPU, on
+   the validation samples, and the split model on CUDA against the single file;
+4. batch 1, 8 and 32 latency through fusionedge.timing (the variants take turns in
    blocks of 25 calls): ORT CUDA fp32 with and without IO binding, ORT CUDA fp16,
-   PyTorch eager on CUDA, ORT CPU.
+   PyTorch eager on CUDA, ORT CPU;
+5. the live loop (benchmarks/gpu_live.py): a LiveRunner on a file camera and a WAV made
+   from the test samples, with the CUDA predictor and then the CPU one: per-turn latency
+   and what the loop adds to the model, and fusionedge.runtime.bench.overhead.
 
-It prints one JSON report (and writes it to DIR/gpu_check.json) whose figures go into
+The defaults take a few minutes on one GPU (the test marked `cuda` allows 10). It prints
+one JSON report (and writes it to DIR/gpu_check.json) whose figures go into
 benchmarks/RESULTS.md. Exits 1 when a check fails, 2 when there is no usable CUDA.
 --cpu runs the same steps on the CPU (no fp16 session: ONNX Runtime's CPU provider lacks
 fp16 kernels), so the script itself is tested where no GPU is lent.
@@ -31,9 +37,12 @@ import numpy as np
 
 PARITY_FP32 = 1e-3  # CUDA kernels (TF32-free here) against CPU, fp32
 PARITY_FP16 = 2e-2
+BATCHES = (1, 8, 32)
 
 
 def check_cuda() -> dict[str, Any]:
+    """What CUDA this process has; exits 2 unless torch has a GPU and ONNX Runtime's CUDA
+    provider really starts (listed is not enough: without its libraries it falls back)."""
     import onnxruntime as ort
     import torch
 
@@ -44,11 +53,38 @@ def check_cuda() -> dict[str, Any]:
         "onnxruntime": ort.__version__,
         "ort_providers": ort.get_available_providers(),
     }
-    if not torch.cuda.is_available() or "CUDAExecutionProvider" not in facts["ort_providers"]:
+    facts["ort_cuda_starts"] = ort_cuda_starts()
+    if not (facts["torch_cuda"] and facts["ort_cuda_starts"]):
         print(json.dumps(facts, indent=2))
-        print("gpu_check: no usable CUDA (torch or onnxruntime-gpu)", file=sys.stderr)
+        print(
+            "gpu_check: no usable CUDA (torch or onnxruntime-gpu); `fusionedge doctor` tells why",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return facts
+
+
+def ort_cuda_starts() -> bool:
+    """Whether a one-node session asked for CUDA gets it (after the runtime's preload)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    try:  # the runtime loads NVIDIA's pip libraries before its first CUDA session
+        from fusionedge.runtime import cuda_libs
+
+        cuda_libs.preload()
+    except ImportError:
+        pass
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    try:
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        session = ort.InferenceSession(model.SerializeToString(), providers=providers)
+    except Exception:
+        return False
+    return session.get_providers()[0] == "CUDAExecutionProvider"
 
 
 def train_on(device: str, out: Path, n: int, epochs: int) -> tuple[Path, Path, dict[str, Any]]:
@@ -65,18 +101,51 @@ def train_on(device: str, out: Path, n: int, epochs: int) -> tuple[Path, Path, d
     config = load_config(None, [f"device={device}", f"amp={amp}", f"epochs={epochs}", "patience=0"])
     result = train(data, run, config, progress=False)
     t2 = time.perf_counter()
-    steps_per_epoch = -(-int(n * 0.8) // config.batch_size)
     return (
         data,
         run,
         {
+            "device": device,
+            "amp": amp_dtype(device),
+            "batch_size": config.batch_size,
             "demo_data_s": round(t1 - t0, 1),
             "train_s": round(t2 - t1, 1),
             "epochs": result.epochs_run,
-            "steps": result.epochs_run * steps_per_epoch,
             "val_accuracy": result.best_metrics.get("accuracy"),
+            **throughput(data, run),
         },
     )
+
+
+def amp_dtype(device: str) -> str | None:
+    """The autocast dtype training used on CUDA (None: no mixed precision)."""
+    if device != "cuda":
+        return None
+    import torch
+
+    from fusionedge.training.device import amp_dtype as pick
+
+    return str(pick(torch.device("cuda"))).removeprefix("torch.")
+
+
+def throughput(data: Path, run: Path) -> dict[str, Any]:
+    """Training samples per second of an epoch, from the run's log.csv: the median of the
+    epochs after the first (which pays for start-up) where there are any."""
+    import csv
+
+    from fusionedge.manifest import read_manifest
+
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    seconds = [float(r["seconds"]) for r in rows]
+    samples = len(read_manifest(data).split("train"))
+    steady = seconds[1:] or seconds
+    return {
+        "train_samples": samples,
+        "steps": int(rows[-1]["step"]),
+        "first_epoch_s": seconds[0],
+        "epoch_s": float(np.median(steady)),
+        "samples_per_s": samples / float(np.median(steady)),
+    }
 
 
 def export_all(run: Path, data: Path, out: Path) -> dict[str, Any]:
@@ -129,8 +198,8 @@ def interleaved_latency(
 ) -> dict[str, Any]:
     """Model-only milliseconds per call, timed through fusionedge.timing: after 20 warm-up
     calls each, the variants take turns in blocks of 25 calls (batch 1: one test sample
-    after another, the same one for every variant at the same call; batch 32: one fixed
-    batch)."""
+    after another, the same one for every variant at the same call; batch 8 and 32: one
+    fixed batch each)."""
     import torch
 
     from fusionedge.arrays import load_arrays
@@ -163,7 +232,7 @@ def interleaved_latency(
     runs = {name: p.run for name, p in variants.items()}
     runs["torch_cuda_eager"] = torch_call
     report: dict[str, Any] = {}
-    for size in (1, 32):
+    for size in BATCHES:
         batch = {k: np.ascontiguousarray(v[np.arange(size) % len(v)]) for k, v in samples.items()}
         inputs_for = batch_of_one(samples) if size == 1 else (lambda _i, b=batch: b)
         calls = {name: timed_call(inputs_for, fn) for name, fn in runs.items()}
@@ -177,44 +246,81 @@ def interleaved_latency(
     return report
 
 
+def parity_failures(parity: dict[str, Any], expected: str) -> list[str]:
+    """Names of the parity checks over their bound or not on the expected provider."""
+    limits = {
+        "fp32_cuda": PARITY_FP32,
+        "fp32_cuda_io_binding": PARITY_FP32,
+        "split_cuda": PARITY_FP32,
+        "fp16_cuda": PARITY_FP16,
+    }
+    return [
+        name
+        for name, limit in limits.items()
+        if name in parity
+        and not (
+            parity[name]["max_abs_diff_vs_cpu"] <= limit
+            and parity[name]["providers"][0] == expected
+        )
+    ]
+
+
+def run_checks(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Every section into report, each with its seconds under "section_s"."""
+    from gpu_live import live_section
+
+    provider, out = ("cpu" if args.cpu else "cuda"), args.out
+    seconds = report["section_s"]
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 1)
+        clock = now
+
+    data, run, report["training"] = train_on(provider, out, args.n, args.epochs)
+    lap("training")
+    report["export"] = export_all(run, data, out)
+    lap("export")
+    report["parity_on_cuda"] = parity_on(provider, out, data)
+    lap("parity")
+    report["latency"] = interleaved_latency(provider, out, data, run, args.repeats)
+    lap("latency")
+    model = out / "model.onnx"
+    report["live"] = live_section(model, data, out, provider, args.live_seconds, args.repeats)
+    lap("live")
+
+
 def main() -> int:
+    from gpu_live import live_failures
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check"))
     parser.add_argument("--n", type=int, default=1500, help="demo samples")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=300, help="timed calls per variant")
+    parser.add_argument(
+        "--live-seconds", type=float, default=15.0, help="live loop run per predictor"
+    )
     parser.add_argument("--cpu", action="store_true", help="dry run of every step on the CPU")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    provider = "cpu" if args.cpu else "cuda"
+    started = time.perf_counter()
 
-    report: dict[str, Any] = {"environment": {"provider": provider}}
+    report: dict[str, Any] = {"environment": {"provider": "cpu" if args.cpu else "cuda"}}
     if not args.cpu:
         report["environment"] |= check_cuda()
-    data, run, report["training"] = train_on(provider, args.out, args.n, args.epochs)
-    report["export"] = export_all(run, data, args.out)
-    report["parity_on_cuda"] = parity_on(provider, args.out, data)
-    report["latency"] = interleaved_latency(provider, args.out, data, run, args.repeats)
-    parity = report["parity_on_cuda"]
+    report["section_s"] = {}
+    run_checks(args, report)
+    report["total_s"] = round(time.perf_counter() - started, 1)
     expected = "CPUExecutionProvider" if args.cpu else "CUDAExecutionProvider"
-    failures = [
-        name
-        for name, limit in (
-            ("fp32_cuda", PARITY_FP32),
-            ("fp32_cuda_io_binding", PARITY_FP32),
-            ("split_cuda", PARITY_FP32),
-            ("fp16_cuda", PARITY_FP16),
-        )
-        if name in parity
-        and (
-            parity[name]["max_abs_diff_vs_cpu"] > limit or parity[name]["providers"][0] != expected
-        )
-    ]
-    report["failures"] = failures
+    failures = parity_failures(report["parity_on_cuda"], expected)
+    report["failures"] = failures + live_failures(report["live"], expected)
     text = json.dumps(report, indent=2, default=str)
     (args.out / "gpu_check.json").write_text(text + "\n")
     print(text)
-    return 1 if failures else 0
+    return 1 if report["failures"] else 0
 
 
 if __name__ == "__main__":
