@@ -140,11 +140,39 @@ def add_export(sub: Subparsers) -> None:
 
 
 def add_predict(sub: Subparsers) -> None:
-    p = sub.add_parser("predict", help="predict one sample with an ONNX model (no torch)")
-    p.add_argument("model", help="a .onnx file written by fusionedge export")
+    p = sub.add_parser(
+        "predict",
+        help="predict one sample, or with --data a whole data set into JSON lines, with an "
+        "ONNX model (no torch)",
+    )
+    p.add_argument("model", help="a .onnx file or a split model's folder (fusionedge export)")
     p.add_argument("--image", help="image file")
     p.add_argument("--audio", help="audio file (WAV, FLAC, ...)")
     p.add_argument("--text", help="a line of text (blank text counts as none)")
+    p.add_argument(
+        "--data",
+        help="batch mode: every sample of this data set folder (manifest.jsonl), one JSON "
+        "line each into --out; instead of --image/--audio/--text",
+    )
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        help="with --data: the split to predict (default all)",
+    )
+    p.add_argument(
+        "--out",
+        help="with --data: the JSON-lines file to write; ids already in it are skipped (resume)",
+    )
+    p.add_argument("--batch", type=int, help="with --data: samples per model run (default 32)")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="with --data: only shard I of N (0 <= I < N), chosen by a hash of each id: "
+        "N processes with 0/N ... N-1/N together predict every sample once",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="with --data: no progress line on stderr"
+    )
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run_command=commands.cmd_predict)
