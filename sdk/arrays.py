@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionedge.contract import INPUT_NAMES, PRESENT, input_layout
+from fusionedge.disk_array import DiskArray
 from fusionedge.manifest import ManifestError, Problem, Record
 from fusionedge.preprocess import MediaError, load_audio, load_image
 from fusionedge.spec import ModelSpec
@@ -18,10 +19,16 @@ from fusionedge.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
+# An input column: in memory, or rows in a file read as they are indexed.
+Rows = np.ndarray | DiskArray
+
 
 @dataclass
 class SampleArrays:
     """A batch of samples in the model contract's layout.
+
+    image, audio and tokens are numpy arrays, or DiskArrays (fusionedge.decoded) for data
+    sets decoded to disk: index them by rows (rows(), subset()), not as a whole.
 
     Attributes:
         ids: Sample ids, one per row.
@@ -35,9 +42,9 @@ class SampleArrays:
 
     ids: list[str]
     present: np.ndarray
-    image: np.ndarray | None = None
-    audio: np.ndarray | None = None
-    tokens: np.ndarray | None = None
+    image: Rows | None = None
+    audio: Rows | None = None
+    tokens: Rows | None = None
     targets: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -48,6 +55,16 @@ class SampleArrays:
         named = {"image": self.image, "audio": self.audio, "tokens": self.tokens}
         out = {k: v for k, v in named.items() if v is not None}
         out["present"] = self.present
+        return out
+
+    def rows(self, index: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """Some rows' model inputs by modality name, with "present" and "targets" (when
+        labelled): numpy arrays, read from disk for arrays that live there."""
+        named = {"image": self.image, "audio": self.audio, "text": self.tokens}
+        out = {m: a[index] for m, a in named.items() if a is not None}
+        out["present"] = self.present[index]
+        if self.targets is not None:
+            out["targets"] = self.targets[index]
         return out
 
     def subset(self, index: np.ndarray | slice) -> SampleArrays:

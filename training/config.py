@@ -120,6 +120,11 @@ class TrainConfig:
             noisy data, so early stopping picks a model, not a lucky epoch.
         threads: CPU threads for torch; 0 keeps torch's default.
         tensorboard: Write TensorBoard logs to RUN/tensorboard when tensorboard is installed.
+        data_in_memory_mb: The train and val splits, decoded, are held in memory when they
+            take at most this many MB. Larger data sets are decoded once into files beside
+            the run folder (removed when training ends) and read a batch at a time, so
+            memory does not grow with the data set (fusionedge.decoded). The batches, and
+            so the trained weights, are the same either way. 0: always on disk.
     """
 
     image: ImageSpec = field(default_factory=ImageSpec)
@@ -150,6 +155,7 @@ class TrainConfig:
     ema_decay: float = 0.995
     threads: int = 0
     tensorboard: bool = True
+    data_in_memory_mb: float = 2048.0
 
     def __post_init__(self) -> None:
         for key, ok, accepted in [
@@ -162,6 +168,7 @@ class TrainConfig:
             ("threads", self.threads >= 0, "0 (default) or more"),
             ("unimodal_loss_weight", self.unimodal_loss_weight >= 0, "0 (off) or more"),
             ("ema_decay", 0 <= self.ema_decay < 1, "a decay in [0, 1)"),
+            ("data_in_memory_mb", self.data_in_memory_mb >= 0, "0 (always on disk) or more"),
         ]:
             if not ok:
                 raise SpecError(f"{key}: expected {accepted}")

@@ -13,6 +13,7 @@ import logging
 
 import torch
 
+from fusionedge.arrays import SampleArrays
 from fusionedge.spec import ModelSpec
 from fusionedge.training.config import TrainConfig
 from fusionedge.training.model import FusedModel
@@ -52,17 +53,15 @@ def can_cache_embeddings(spec: ModelSpec, config: TrainConfig, frozen: tuple[str
 
 @torch.no_grad()
 def embed_all(
-    model: FusedModel, tensors: dict[str, torch.Tensor], device: torch.device, batch: int = 256
+    model: FusedModel, arrays: SampleArrays, device: torch.device, batch: int = 256
 ) -> torch.Tensor:
     """Every sample's modality embeddings [N, M, D] (eval mode), kept on the CPU."""
     model.eval()
-    n = len(tensors["present"])
-    out = [
-        model.encode({m: tensors[m][i : i + batch].to(device) for m in model.spec.modalities})
-        .float()
-        .cpu()
-        for i in range(0, n, batch)
-    ]
+    out = []
+    for i in range(0, len(arrays), batch):
+        rows = arrays.rows(slice(i, i + batch))
+        inputs = {m: torch.from_numpy(rows[m]).to(device) for m in model.spec.modalities}
+        out.append(model.encode(inputs).float().cpu())
     return torch.cat(out)
 
 

@@ -9,23 +9,19 @@ import numpy as np
 import torch
 
 from fusionedge.arrays import SampleArrays
-from fusionedge.contract import INPUT_NAMES
 from fusionedge.evaluation import evaluate_scores
 from fusionedge.spec import ModelSpec
 
 
 def to_torch(arrays: SampleArrays) -> dict[str, torch.Tensor]:
-    """Zero-copy torch views of the arrays, keyed by modality name (+ "present", "targets")."""
-    # SampleArrays names its fields after the graph inputs (the text is `tokens`).
-    out = {
-        m: torch.from_numpy(getattr(arrays, name))
-        for m, name in INPUT_NAMES.items()
-        if getattr(arrays, name) is not None
-    }
-    out["present"] = torch.from_numpy(arrays.present)
-    if arrays.targets is not None:
-        out["targets"] = torch.from_numpy(arrays.targets)
-    return out
+    """Zero-copy torch views of in-memory arrays, keyed by modality name (+ "present",
+    "targets"). Arrays decoded to disk are read by rows instead: rows_to_torch."""
+    return rows_to_torch(arrays.rows(slice(None)))
+
+
+def rows_to_torch(rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """SampleArrays.rows(...) as tensors sharing their memory."""
+    return {k: torch.from_numpy(v) for k, v in rows.items()}
 
 
 @torch.no_grad()
@@ -40,12 +36,13 @@ def predict_logits(
     """Logits [N, C] in eval mode; `present` overrides which modalities the model sees."""
     was_training = model.training
     model.eval()
-    tensors = to_torch(arrays)
     mask = torch.from_numpy(arrays.present if present is None else present)
     out = []
     for start in range(0, len(arrays), batch_size):
         sl = slice(start, start + batch_size)
-        inputs = {m: tensors[m][sl].to(device) for m in spec.modalities}
+        # A batch at a time: arrays decoded to disk are read here, one batch in memory.
+        tensors = rows_to_torch(arrays.rows(sl))
+        inputs = {m: tensors[m].to(device) for m in spec.modalities}
         logits, _ = model.logits_and_embedding(inputs, mask[sl].to(device))
         out.append(logits.float().cpu())
     model.train(was_training)

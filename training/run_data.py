@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fusionedge.arrays import SampleArrays, load_arrays
+from fusionedge.decoded import decoded_bytes, write_decoded
 from fusionedge.manifest import (
     Manifest,
     ManifestError,
@@ -88,9 +93,16 @@ def warn_about_splits(manifest: Manifest, train: list[Record], val_groups: dict[
 
 
 def load_run_data(
-    data: str | Path, config: TrainConfig, ctx: DistContext, spec: ModelSpec | None
+    data: str | Path,
+    config: TrainConfig,
+    ctx: DistContext,
+    spec: ModelSpec | None,
+    scratch: Path,
 ) -> RunData:
     """Reads, checks and decodes the data set; spec is the resumed run's, or None.
+
+    The splits are decoded into memory, or into files in scratch when they are larger
+    than config.data_in_memory_mb (see decoding_scratch).
 
     Raises:
         ManifestError: the data set has problems.
@@ -106,13 +118,35 @@ def load_run_data(
     # Refused before decoding and before the run folder is made.
     check_balance_options(config, spec)
     t0 = time.perf_counter()
-    train = load_arrays(train_records, spec, manifest.path)
-    val = load_arrays(val_records, spec, manifest.path)
+    size = decoded_bytes(spec, len(train_records) + len(val_records))
+    if size <= config.data_in_memory_mb * 2**20:
+        where = "in memory"
+        train = load_arrays(train_records, spec, manifest.path)
+        val = load_arrays(val_records, spec, manifest.path)
+    else:
+        where = f"to {scratch} (over data_in_memory_mb={config.data_in_memory_mb:g})"
+        train = write_decoded(train_records, spec, manifest.path, scratch / "train")
+        val = write_decoded(val_records, spec, manifest.path, scratch / "val")
     log.info(
-        "decoded %d train + %d val samples in %.1f s",
+        "decoded %d train + %d val samples (%.2f GB) %s in %.1f s",
         len(train),
         len(val),
+        size / 1e9,
+        where,
         time.perf_counter() - t0,
     )
     weights = class_weights(config, spec, train.targets)
     return RunData(manifest.path, spec, train, val, val_groups, weights)
+
+
+@contextlib.contextmanager
+def decoding_scratch(run_dir: Path) -> Iterator[Path]:
+    """A folder beside the run folder for data decoded to disk (created only when used),
+    removed when the block ends however it ends. Beside it, not in /tmp: /tmp is often
+    a RAM disk, and the point is to keep the data out of memory. The process id keeps
+    the ranks of a distributed run apart."""
+    scratch = run_dir.parent / f".{run_dir.name}.decoded-{os.getpid()}"
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

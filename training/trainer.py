@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,9 @@ from fusionedge.training.epoch import EpochDraws, draw_epoch, gradient_sync
 from fusionedge.training.loss import TrainStep, training_loss
 from fusionedge.training.model import FusedModel, count_parameters
 from fusionedge.training.optim import make_ema, make_optimizer, make_schedule
-from fusionedge.training.predict import evaluate_arrays, to_torch
+from fusionedge.training.predict import evaluate_arrays, rows_to_torch
 from fusionedge.training.pretrained import load_pretrained
-from fusionedge.training.run_data import RunData, load_run_data
+from fusionedge.training.run_data import RunData, decoding_scratch, load_run_data
 from fusionedge.training.runlog import RunLog
 from fusionedge.training.specaugment import attach_spec_augment
 
@@ -160,9 +160,13 @@ def train(
     config = run_config(run_dir, config, resume)
     ctx = distributed.env_context()
     device = resolve_device(distributed.device_for(config.device, ctx))
-    with torch_globals(thread_count(config, ctx), config.seed, device):
+    with (
+        torch_globals(thread_count(config, ctx), config.seed, device),
+        decoding_scratch(run_dir) as scratch,
+    ):
         checkpoint = load_checkpoint(run_dir / "last.safetensors") if resume else None
-        run_data = load_run_data(data, config, ctx, checkpoint.spec if checkpoint else None)
+        spec = checkpoint.spec if checkpoint else None
+        run_data = load_run_data(data, config, ctx, spec, scratch)
         # Joined after decoding: a data set error is raised by every rank alike, before
         # any of them waits for the others.
         ctx = distributed.init(ctx, device)
@@ -200,7 +204,7 @@ class Trainer:
         self.metric, self.higher_better = primary_metric(self.spec.task)
         self.schedule = make_schedule(config, len(data.train), ctx)
         self.scaler = make_scaler(device, config.amp)
-        self.tensors = self.training_tensors()
+        self.rows = self.training_rows()
         self.weights = (
             None if data.loss_weights is None else torch.from_numpy(data.loss_weights).to(device)
         )
@@ -241,19 +245,21 @@ class Trainer:
             self.device,
         )
 
-    def training_tensors(self) -> dict[str, torch.Tensor]:
-        """The training arrays as tensors; embeddings instead when frozen encoders allow."""
-        tensors = to_torch(self.data.train)
+    def training_rows(self) -> Callable[[np.ndarray], dict[str, torch.Tensor]]:
+        """Rows of the training data as tensors: the inputs (read from disk when the data
+        set was decoded there), or the cached embeddings when frozen encoders allow."""
+        train = self.data.train
         if not (self.frozen and can_cache_embeddings(self.spec, self.config, self.frozen)):
-            return tensors
+            return lambda idx: rows_to_torch(train.rows(idx))
         t0 = time.perf_counter()
-        encoded = embed_all(self.model, tensors, self.device)
+        encoded = embed_all(self.model, train, self.device)
         log.info(
             "encoders %s frozen: trained on cached embeddings (computed in %.2f s)",
             "+".join(self.frozen),
             time.perf_counter() - t0,
         )
-        return {"encoded": encoded, "targets": tensors["targets"]}
+        targets = torch.from_numpy(train.targets)
+        return lambda idx: {"encoded": encoded[idx], "targets": targets[idx]}
 
     def make_step_module(self) -> torch.nn.Module | None:
         """The module a batch's loss runs through; None: training_loss called directly."""
@@ -303,9 +309,9 @@ class Trainer:
         for m in self.frozen:
             # Frozen means frozen: BatchNorm statistics and dropout of the encoder stay off.
             self.model.encoders[m].eval()
-        targets = self.tensors["targets"].numpy()
+        train = self.data.train
         draws = draw_epoch(
-            self.config, self.spec, targets, self.data.train.present, epoch, self.ctx, self.device
+            self.config, self.spec, train.targets, train.present, epoch, self.ctx, self.device
         )
         self.seen["order"] = draws.order
         self.seen["samples"] += len(draws.order)
@@ -325,13 +331,13 @@ class Trainer:
         # Batches in this accumulation group: the last group of an epoch may be shorter,
         # and its mean loss is still a mean over its own batches.
         group_size = min(k, n_batches - (i - i % k))
-        rows = slice(start, start + self.config.batch_size)
-        idx = torch.from_numpy(draws.order[rows])
-        keys = ("encoded",) if "encoded" in self.tensors else self.spec.modalities
-        inputs = {m: self.tensors[m][idx].to(self.device, non_blocking=True) for m in keys}
+        span = slice(start, start + self.config.batch_size)
+        batch = self.rows(draws.order[span])
+        keys = ("encoded",) if "encoded" in batch else self.spec.modalities
+        inputs = {m: batch[m].to(self.device, non_blocking=True) for m in keys}
         inputs = augment_batch(inputs, self.config.augment, self.spec, draws.generator)
-        mask = torch.from_numpy(draws.present[rows]).to(self.device)
-        target = self.tensors["targets"][idx].to(self.device)
+        mask = torch.from_numpy(draws.present[span]).to(self.device)
+        target = batch["targets"].to(self.device)
         if first:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.schedule(self.state.step)
