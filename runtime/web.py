@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -34,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -330,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path in ("/", "/index.html"):
             self._send(
-                200, PAGE.encode(), "text/html; charset=utf-8", {"Content-Security-Policy": CSP}
+                200, page_bytes(), "text/html; charset=utf-8", {"Content-Security-Policy": CSP}
             )
         elif path == "/api/latest":
             _, line, _ = view.latest()
@@ -457,197 +459,9 @@ CSP = (
     "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'"
 )
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>fusionedge live</title>
-<style>
-  :root { color-scheme: dark; --bg: #111418; --panel: #1b2027; --fg: #e8ecf1;
-          --dim: #8a94a3; --on: #4cc46a; --off: #d9534f; --bar: #3a7bd5; }
-  * { box-sizing: border-box; }
-  body { margin: 0; background: var(--bg); color: var(--fg);
-         font: 15px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; }
-  header { display: flex; gap: 1em; align-items: baseline; padding: .6em 1em;
-           background: var(--panel); }
-  header h1 { font-size: 1.1em; margin: 0; }
-  #conn { margin-left: auto; color: var(--dim); }
-  #conn.live { color: var(--on); }
-  main { display: flex; flex-wrap: wrap; gap: 1em; padding: 1em; }
-  #view { flex: 1 1 480px; min-width: 320px; background: #000; display: flex;
-          align-items: center; justify-content: center; aspect-ratio: 4 / 3; }
-  #frame { max-width: 100%; max-height: 100%; display: block; }
-  aside { flex: 0 1 340px; display: flex; flex-direction: column; gap: 1em; }
-  section { background: var(--panel); border-radius: 6px; padding: .8em 1em; }
-  h2 { font-size: .8em; text-transform: uppercase; letter-spacing: .08em;
-       color: var(--dim); margin: 0 0 .5em; }
-  #label { font-size: 2em; font-weight: 600; overflow-wrap: anywhere; }
-  .row { display: grid; grid-template-columns: 7em 1fr 3.5em; gap: .5em;
-         align-items: center; margin: .25em 0; }
-  .row .name { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-  .track { background: #2a313b; height: .9em; border-radius: 3px; overflow: hidden; }
-  .fill { background: var(--bar); height: 100%; width: 0; transition: width .1s; }
-  .row.top .fill { background: var(--on); }
-  .score { text-align: right; font-variant-numeric: tabular-nums; }
-  .chips { display: flex; gap: .5em; flex-wrap: wrap; }
-  .chip { padding: .15em .6em; border-radius: 1em; background: var(--off); color: #fff; }
-  .chip.on { background: var(--on); color: #06140a; }
-  dl { display: grid; grid-template-columns: auto 1fr; gap: .2em 1em; margin: 0; }
-  dt { color: var(--dim); }
-  dd { margin: 0; font-variant-numeric: tabular-nums; }
-  #meter { height: .9em; background: #2a313b; border-radius: 3px; overflow: hidden;
-           margin-top: .4em; }
-  #meter div { height: 100%; width: 0; background: var(--on); transition: width .1s; }
-</style>
-</head>
-<body>
-<header><h1>fusionedge live</h1><span id="model"></span>
-  <span id="conn">connecting&hellip;</span></header>
-<main>
-  <div id="view"><img id="frame" alt="annotated camera frame" data-frames="0"></div>
-  <aside>
-    <section><h2>Prediction</h2><div id="label" data-t="">&ndash;</div>
-      <div id="bars"></div></section>
-    <section><h2>Live inputs</h2><div class="chips" id="present"></div></section>
-    <section><h2>Audio level</h2><div id="level">&ndash;</div>
-      <div id="meter"><div></div></div></section>
-    <section><h2>Timing</h2><dl>
-      <dt>latency</dt><dd id="latency">&ndash;</dd>
-      <dt>results/s</dt><dd id="fps">&ndash;</dd>
-      <dt>frames shown/s</dt><dd id="shown">&ndash;</dd>
-      <dt>dropped frames</dt><dd id="dropped">&ndash;</dd>
-      <dt>mic overflows</dt><dd id="overflows">&ndash;</dd>
-    </dl></section>
-  </aside>
-</main>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const img = $("frame");
-const TOP = 5;
-let wanted = 0, shownSeq = 0, inflight = false, frames = 0, objectUrl = null;
-const shownTimes = [];
 
-function fmt(x, digits) { return x === null || x === undefined ? "\\u2013" : x.toFixed(digits); }
-
-function showResult(r) {
-  const label = $("label");
-  label.textContent = r.label === null ? "\\u2013" : r.label;
-  label.dataset.t = String(r.t);
-  const ranked = Object.entries(r.scores).sort((a, b) => b[1] - a[1]).slice(0, TOP);
-  const bars = $("bars");
-  while (bars.children.length > ranked.length) bars.lastChild.remove();
-  while (bars.children.length < ranked.length) {
-    const row = document.createElement("div");
-    row.className = "row";
-    row.innerHTML = '<span class="name"></span><div class="track"><div class="fill">' +
-      '</div></div><span class="score"></span>';
-    bars.appendChild(row);
-  }
-  ranked.forEach(([name, score], i) => {
-    const row = bars.children[i];
-    row.classList.toggle("top", i === 0);
-    row.querySelector(".name").textContent = name;
-    row.querySelector(".name").title = name;
-    row.querySelector(".fill").style.width = (100 * Math.max(0, Math.min(1, score))) + "%";
-    row.querySelector(".score").textContent = score.toFixed(2);
-  });
-  const present = $("present");
-  present.replaceChildren(...Object.entries(r.present).map(([m, on]) => {
-    const chip = document.createElement("span");
-    chip.className = "chip" + (on ? " on" : "");
-    chip.dataset.modality = m;
-    chip.textContent = m + (on ? " live" : " off");
-    return chip;
-  }));
-  $("latency").textContent = fmt(r.latency_ms, 0) + " ms";
-  $("dropped").textContent = r.dropped_frames;
-  $("overflows").textContent = r.overflows;
-}
-
-function showStatus(s) {
-  $("fps").textContent = fmt(s.fps, 1);
-  const db = s.audio_level_db;
-  $("level").textContent = db === null ? "silent / none" : db.toFixed(1) + " dBFS";
-  const fill = db === null ? 0 : Math.max(0, Math.min(1, (db + 60) / 60));
-  $("meter").firstElementChild.style.width = (100 * fill) + "%";
-  if (s.frame) want(s.seq);
-}
-
-function want(seq) {
-  wanted = Math.max(wanted, seq);
-  if (!inflight && wanted > shownSeq) fetchFrame();
-}
-
-async function fetchFrame() {
-  inflight = true;
-  let got = 0;
-  const before = shownSeq;
-  try {
-    const res = await fetch("frame.jpg", { cache: "no-store" });
-    got = res.ok ? Number(res.headers.get("X-Frame-Seq")) || 0 : 0;
-    if (got > shownSeq) {  // never the same frame twice
-      const url = URL.createObjectURL(await res.blob());
-      img.src = url;
-      await img.decode();
-      if (objectUrl) URL.revokeObjectURL(objectUrl);
-      objectUrl = url;
-      shownSeq = Math.max(shownSeq, got);
-      frames += 1;
-      img.dataset.frames = String(frames);
-      img.dataset.seq = String(shownSeq);
-      const now = performance.now();
-      shownTimes.push(now);
-      while (now - shownTimes[0] > 2000) shownTimes.shift();
-      const span = (shownTimes[shownTimes.length - 1] - shownTimes[0]) / 1000;
-      $("shown").textContent = span > 0 ? fmt((shownTimes.length - 1) / span, 1) : "\\u2013";
-    }
-  } catch (e) { /* the next result asks again */ }
-  inflight = false;
-  // Only the newest frame: a result that came while this one loaded asks once more.
-  if (shownSeq > before && wanted > shownSeq) setTimeout(fetchFrame, 0);
-}
-
-let polling = null;
-function poll() {
-  fetch("api/latest", { cache: "no-store" })
-    .then((res) => (res.ok ? res.json() : null))
-    .then((r) => { if (r) showResult(r); })
-    .catch(() => {});
-  if (!inflight) fetchFrame();
-}
-
-function connect() {
-  const source = new EventSource("api/stream");
-  source.onopen = () => {
-    $("conn").textContent = "live";
-    $("conn").className = "live";
-    if (polling) { clearInterval(polling); polling = null; }
-  };
-  source.onmessage = (e) => showResult(JSON.parse(e.data));
-  source.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
-  source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) {
-      // Refused (too many stream clients) or the runner stopped: poll slowly instead.
-      $("conn").textContent = "polling (stream unavailable)";
-      $("conn").className = "";
-      if (!polling) polling = setInterval(poll, 1000);
-      setTimeout(connect, 5000);
-    } else {
-      $("conn").textContent = "reconnecting\\u2026";
-      $("conn").className = "";
-    }
-  };
-}
-
-fetch("api/info").then((res) => res.json()).then((info) => {
-  if (!info.model) return;
-  $("model").textContent = info.model;
-  document.title = info.model + " \\u2013 fusionedge live";
-}).catch(() => {});
-connect();
-</script>
-</body>
-</html>
-"""
+@functools.cache
+def page_bytes() -> bytes:
+    """The page (runtime/web_page.html, package data): self-contained, no file from the
+    internet, its script and style inline as the CSP above allows."""
+    return resources.files("fusionedge.runtime").joinpath("web_page.html").read_bytes()
