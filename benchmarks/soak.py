@@ -22,12 +22,14 @@ repeats until the end:
     35 s  4K frames 3 s          21 s  4K 3 s              3840x2160
     45 s  1280x720 frames 5 s    28 s  1280x720 4 s        then back to 640x480
 
-Measured, from the JSON lines (stamped on arrival here) and /proc/PID of the `fusionedge
-run` process sampled every second:
+Measured, from the JSON lines (stamped on arrival here; the per-fault figures place each
+result at its turn's start on the run's own clock instead) and /proc/PID of the
+`fusionedge run` process sampled every second:
 - results per second outside the fault windows (each window runs from the fault's start
   to grace_s after its end), against the warm-up's fault-free rate (target >= 90 %);
   recovery after each fault (the last result with the modality absent before the next
-  fault, less the fault's end) says where time outside the windows was lost;
+  fault, less the moment the fault was undone; inf if the modality was not back by then)
+  says where time outside the windows was lost;
 - VmRSS: the median of each cycle's clean tail (from grace_s after its last fault to
   the next cycle: the same state at the same point of every cycle) and of the warm-up's
   second half; the growth from the first cycle's tail to the last one's (target <= 10 MB:
@@ -320,6 +322,9 @@ def collect(
                     fault.at_start = snapshot()
                     apply[fault.kind][0]()
                     fault.applied_s = time.monotonic() - t0
+                    # The writer's count from when pause() returned (it waits for a block
+                    # being written): a block begun before the pause is not "during".
+                    fault.at_start["fifo_samples"] = tone.written
                     if progress:
                         print(f"  {fault.applied_s:6.1f} s  {fault.kind}", flush=True)
             wait_until(t0 + duration_s)
@@ -389,6 +394,18 @@ def classify(line: str) -> str | None:
 def analyse(raw: Raw) -> dict[str, Any]:
     t0 = raw.t0
     arrived = np.array([x["_arrived"] - t0 for x in raw.lines])
+    # When the loop judged each result: its turn's start, on the run's own clock (both
+    # processes read CLOCK_MONOTONIC; t + capture_to_result is the turn's end, "total" its
+    # length). The per-fault figures are about what the loop decided once a fault was in
+    # place; arrival here adds this process's own delays (a reader thread waiting for the
+    # GIL, a busy machine), which can stamp a result judged while the input was still
+    # fresh after the moment it should have been stale.
+    judged = np.array(
+        [
+            x["t"] + (x["latency_ms"] - x["latency_breakdown_ms"]["total"]) / 1e3 - t0
+            for x in raw.lines
+        ]
+    )
     image = np.array([bool(x["present"]["image"]) for x in raw.lines])
     audio = np.array([bool(x["present"]["audio"]) for x in raw.lines])
     present = {"image": image, "audio": audio}
@@ -398,6 +415,9 @@ def analyse(raw: Raw) -> dict[str, Any]:
 
     def between(lo: float, hi: float) -> np.ndarray:
         return (arrived >= lo) & (arrived < hi)
+
+    def judged_between(lo: float, hi: float) -> np.ndarray:
+        return (judged >= lo) & (judged < hi)
 
     def outside(t: np.ndarray) -> np.ndarray:
         mask = t >= raw.warmup_s
@@ -448,13 +468,20 @@ def analyse(raw: Raw) -> dict[str, Any]:
         if f.applied_s is None:  # the process ended before this fault's time
             continue
         modality = MODALITY[f.kind]
-        inside = between(f.start_s, f.end_s)
-        settled = between(f.start_s + STALE_S + 0.5, f.end_s)
-        after = between(f.end_s, next_start)
+        # From when the fault was in place and when it was undone (a busy harness can be
+        # late with either), by when the loop judged each result.
+        on = f.applied_s
+        off = f.undone_s if f.undone_s is not None else f.end_s
+        inside = judged_between(on, off)
+        settled = judged_between(on + STALE_S + 0.5, off)
+        after = judged_between(off, next_start)
         absent_after = np.flatnonzero(after & ~present[modality])
-        recovery = (
-            max(0.0, float(arrived[absent_after[-1]]) - f.end_s) if len(absent_after) else 0.0
-        )
+        if not after.any() or not present[modality][after][-1]:
+            recovery = float("inf")  # not back by the next fault (or the end)
+        elif len(absent_after):
+            recovery = max(0.0, float(judged[absent_after[-1]]) - off)
+        else:
+            recovery = 0.0
         # Server counters from the fault's start to the next fault's (reconnects come
         # after the end); the FIFO writer's samples during the fault itself.
         later = next((g.at_start for g in faults if g.start_s >= next_start), raw.final)
@@ -473,7 +500,7 @@ def analyse(raw: Raw) -> dict[str, Any]:
                 "applied_s": f.applied_s,
                 "undone_s": f.undone_s,
                 "results": int(inside.sum()),
-                "rate_hz": inside.sum() / (f.end_s - f.start_s),
+                "rate_hz": inside.sum() / max(off - on, 1e-9),
                 "image_present": _frac(image[inside]),
                 "audio_present": _frac(audio[inside]),
                 "absent_once_stale": _frac(~present[modality][settled]),

@@ -139,6 +139,25 @@ class AudioSource(CaptureSource):
         return AudioWindow(out, raw.end_ns, sample_rate)
 
 
+def capture_stamp(
+    now_ns: int, current_s: float, adc_s: float, block_s: float, newest_ns: int | None
+) -> int:
+    """When a block's last sample was captured, in time.monotonic_ns().
+
+    Blocks held back by a stall (this process, or the sound server) arrive late, several
+    at once; stamped on arrival, audio seconds old would read as fresh for stale_ms after
+    it lands. PortAudio says how old each block is on its own clock: currentTime is now,
+    inputBufferAdcTime when the block's first sample was captured (0 where the host API
+    does not say). The age is capped at 10 s against a host that reports nonsense, and
+    stamps never go backwards, which the ring's per-sample times rely on.
+    """
+    stamp = now_ns
+    if adc_s > 0:
+        age_s = current_s - adc_s - block_s
+        stamp -= int(min(max(age_s, 0.0), 10.0) * 1e9)
+    return stamp if newest_ns is None else max(stamp, newest_ns)
+
+
 class WavFileSource(AudioSource):
     """Plays an audio file into the ring in real time, block by block, as a mic would."""
 
@@ -238,7 +257,13 @@ class MicrophoneSource(AudioSource):
 
     def _callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:
         # Runs on PortAudio's thread: copy and return, never block.
-        t_ns = time.monotonic_ns()
+        t_ns = capture_stamp(
+            time.monotonic_ns(),
+            time_info.currentTime,
+            time_info.inputBufferAdcTime,
+            frames / self.device_rate,
+            self.ring.end_ns,
+        )
         if status.input_overflow:
             self.stats.overflows += 1
         if status.input_underflow:

@@ -317,8 +317,9 @@ class FifoWriter:
     """Writes s16le mono into the pipe-source FIFO at real-time pace, from a thread, one
     20 ms block at a time (subclasses say what each block holds).
 
-    pause() stops writing (the source starves, as a stalled device would); resume() goes
-    on, paced from the moment it resumes.
+    pause() stops writing (the source starves, as a stalled device would) and returns once
+    no block is being written, so `written` stays put from then on; resume() goes on,
+    paced from the moment it resumes.
     """
 
     def __init__(self, fifo: Path, rate: int) -> None:
@@ -328,6 +329,7 @@ class FifoWriter:
         self._running = threading.Event()
         self._running.set()
         self._closed = threading.Event()
+        self._writing = threading.Lock()  # held while a block is checked, written, counted
         self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
         self._thread.start()
 
@@ -335,8 +337,12 @@ class FifoWriter:
         """The next n samples, float in [-1, 1]."""
         raise NotImplementedError
 
-    def pause(self) -> None:
+    def pause(self, timeout: float = 2.0) -> None:
         self._running.clear()
+        # A block the writer began before the flag cleared is finished (and counted)
+        # before this returns; the timeout is for a FIFO nobody reads (write blocked).
+        if self._writing.acquire(timeout=timeout):
+            self._writing.release()
 
     def resume(self) -> None:
         self._running.set()
@@ -362,10 +368,13 @@ class FifoWriter:
                     self._running.wait(0.05)
                     start, sent = time.monotonic(), 0
                     continue
-                pcm = np.clip(self.block(n), -1, 1)
-                os.write(fd, (pcm * 32767).astype("<i2").tobytes())
-                sent += n
-                self.written += n
+                with self._writing:
+                    if not self._running.is_set():
+                        continue  # paused since the check above
+                    pcm = np.clip(self.block(n), -1, 1)
+                    os.write(fd, (pcm * 32767).astype("<i2").tobytes())
+                    sent += n
+                    self.written += n
                 time.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
         except OSError as e:
             self.errors.append(repr(e))

@@ -237,3 +237,18 @@ def test_audio_device_list_shows_the_virtual_mic_and_the_rates_it_takes(
     assert virtual_mic.rate in pulse[0]["rates"]
     assert set(pulse[0]["rates"]) <= set(COMMON_RATES)
     assert sum(d["default"] for d in inputs) <= 1
+
+
+def test_a_held_back_block_is_stamped_with_its_capture_time() -> None:
+    from fusionedge.runtime.audio_sources import capture_stamp
+
+    now = 50_000_000_000
+    # On time: PortAudio says the 20 ms block began 25 ms ago: it ended 5 ms ago.
+    assert capture_stamp(now, 100.0, 99.975, 0.020, None) == now - 5_000_000
+    # Held back 0.6 s by a stall: stamped 0.6 s old, so the loop sees stale audio as stale.
+    assert capture_stamp(now, 100.0, 99.38, 0.020, None) == now - 600_000_000
+    # No time from the host API (0): the arrival time.
+    assert capture_stamp(now, 100.0, 0.0, 0.020, None) == now
+    # Never before the block stamped already, never more than 10 s back.
+    assert capture_stamp(now, 100.0, 99.38, 0.020, now - 100_000_000) == now - 100_000_000
+    assert capture_stamp(now, 1000.0, 1.0, 0.020, None) == now - 10_000_000_000
