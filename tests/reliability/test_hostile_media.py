@@ -31,7 +31,7 @@ import soundfile as sf
 import soxr
 from PIL import Image
 
-from fusionedge import preprocess
+from fusionedge import image_prep, preprocess
 from fusionedge.arrays import load_arrays
 from fusionedge.manifest import ManifestError, read_manifest
 from fusionedge.preprocess import (
@@ -187,8 +187,8 @@ def test_a_16_bit_image_under_the_pixel_limit_is_bounded_by_its_decoded_bytes(tm
 def test_opencv_refusal_becomes_a_media_error_naming_the_file(hostile, monkeypatch):
     # With every header limit lifted, OpenCV itself refuses (cv2.error, over 2**30
     # pixels): that must reach users as a MediaError, not a traceback.
-    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 2**40)
-    monkeypatch.setattr(preprocess, "MAX_DECODED_BYTES", 2**44)
+    monkeypatch.setattr(image_prep, "MAX_IMAGE_PIXELS", 2**40)
+    monkeypatch.setattr(image_prep, "MAX_DECODED_BYTES", 2**44)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     with pytest.raises(MediaError, match="OpenCV could not decode the image") as err:
         load_image(hostile["png40k"], IMAGE)

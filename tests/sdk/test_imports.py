@@ -39,6 +39,10 @@ def loaded_after(code: str) -> set[str]:
         "fusionedge.demo",
         "fusionedge.runtime",
         "fusionedge.errors",
+        "fusionedge.audio_prep",
+        "fusionedge.media_files",
+        "fusionedge.spec_json",
+        "fusionedge.disk_array",
     ],
 )
 def test_light_modules_load_no_heavy_dependency(module):
@@ -49,7 +53,9 @@ def test_light_modules_load_no_heavy_dependency(module):
     "module",
     [
         "fusionedge.preprocess",
+        "fusionedge.image_prep",
         "fusionedge.arrays",
+        "fusionedge.decoded",
         "fusionedge.evaluation",
         "fusionedge.corrupt",
         "fusionedge.robustness",
