@@ -515,3 +515,19 @@ def cmd_card(args: argparse.Namespace) -> int:
     shown = f"; plots in {folder}/ ({len(plots)})" if plots else "; no plots (install matplotlib)"
     print(f"wrote {md}{shown}")
     return 0
+
+
+def cmd_triton(args: argparse.Namespace) -> int:
+    from fusionedge.runtime.triton_repo import TritonOptions, write_repository
+
+    options = TritonOptions(args.name, args.max_batch, args.instances, args.device)
+    report = write_repository(args.model, args.repo, options)
+    for name, kind in report["models"].items():
+        print(f"wrote {Path(report['repository']) / name}/ ({kind})")
+    name = report["name"]
+    print(
+        f"serve: tritonserver --model-repository={report['repository']}; models {name} "
+        f"(ONNX Runtime backend{', ensemble' if report['split'] else ''}) and {name}_raw "
+        "(Python backend: needs fusionedge in the server's Python)"
+    )
+    return 0

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_doctor(sub)
     add_quickstart(sub)
     add_card(sub)
+    add_triton(sub)
     return parser
 
 
@@ -345,3 +346,23 @@ def add_card(sub: Subparsers) -> None:
         "besides those found beside the run and the model (repeatable)",
     )
     p.set_defaults(run_command=commands.cmd_card)
+
+
+def add_triton(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "triton", help="write a Triton Inference Server model repository for a model file"
+    )
+    p.add_argument("model", help=".onnx file, or split model folder, written by fusionedge export")
+    p.add_argument("--repo", required=True, help="model repository folder (other models kept)")
+    p.add_argument("--name", help="model name on the server (default: the file's stem)")
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="max_batch_size, dynamic batching (default 16)"
+    )
+    p.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "gpu"],
+        help="instance kind: auto (a GPU where the server has one), cpu or gpu (default auto)",
+    )
+    p.set_defaults(run_command=commands.cmd_triton)
