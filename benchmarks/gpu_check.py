@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from fusionedge.timing import Laps
+
 PARITY_FP32 = 1e-3  # CUDA kernels (TF32-free here) against CPU, fp32
 PARITY_FP16 = 2e-2
 BATCHES = (1, 8, 32)
@@ -270,14 +272,7 @@ def run_checks(args: argparse.Namespace, report: dict[str, Any]) -> None:
     from gpu_live import live_section
 
     provider, out = ("cpu" if args.cpu else "cuda"), args.out
-    seconds = report["section_s"]
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = round(now - clock, 1)
-        clock = now
+    lap = Laps(into=report["section_s"]).lap
 
     data, run, report["training"] = train_on(provider, out, args.n, args.epochs)
     lap("training")

@@ -115,3 +115,18 @@ def warm_up(calls: Mapping[str, Call], rounds: int) -> float:
             call(i)
         durations.append(time.perf_counter() - t0)
     return float(np.median(durations))
+
+
+class Laps:
+    """Wall-clock seconds of the stages of a long job, one after another:
+    `laps.lap("train")` closes the stage that began at the previous lap (or at creation).
+    `seconds` maps each stage to its duration, rounded to 0.1 s, in order."""
+
+    def __init__(self, into: dict[str, float] | None = None) -> None:
+        self.seconds: dict[str, float] = {} if into is None else into
+        self._clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._clock, 1)
+        self._clock = now

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from fusionedge.jsonio import dumps
+from fusionedge.timing import Laps
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,8 @@ def run_quickstart(out: str | Path, n: int, seed: int, overrides: list[str]) -> 
 
     out = Path(out)
     data, run, onnx_path = out / "data", out / "run", out / "model.onnx"
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[stage] = round(now - clock, 1)
-        clock = now
+    laps = Laps()
+    seconds, lap = laps.seconds, laps.lap
 
     if (data / "manifest.jsonl").exists():
         log.info("reusing the demo data in %s", data)

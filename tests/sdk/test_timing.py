@@ -166,3 +166,17 @@ def test_precision_latency_runs_sessions_in_blocks_not_call_by_call() -> None:
     assert order == ["fp32"] * 25 + ["int8"] * 25 + ["fp32"] * 10 + ["int8"] * 10
     assert set(latency) == {"fp32", "int8"}
     assert all(set(v) == {"p50_ms", "p95_ms"} for v in latency.values())
+
+
+def test_laps_close_each_stage_at_the_next_lap(monkeypatch) -> None:
+    import fusionedge.timing as timing
+
+    clock = iter([10.0, 12.34, 12.4, 15.0])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    report: dict[str, float] = {"earlier": 1.0}
+    laps = timing.Laps(into=report)
+    laps.lap("decode")
+    laps.lap("train")
+    laps.lap("export")
+    assert report == {"earlier": 1.0, "decode": 2.3, "train": 0.1, "export": 2.6}
+    assert laps.seconds is report
