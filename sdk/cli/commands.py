@@ -11,9 +11,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusionedge.jsonio import dumps
+
+if TYPE_CHECKING:
+    from fusionedge.runtime.live import LiveOptions
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -399,15 +402,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fusionedge.runtime.live import LiveOptions
     from fusionedge.runtime.live_app import LiveConfig, run_live
 
-    if args.camera is None and args.mic is None and args.text is None:
+    cameras, mics = args.camera or [], args.mic or []
+    if args.streams or len(cameras) > 1 or len(mics) > 1:
+        return _run_streams(args, cameras, mics)
+    if not cameras and not mics and args.text is None:
         raise ValueError("give at least one of --camera, --mic, --text")
     config = LiveConfig(
         model=Path(args.model),
-        camera=args.camera,
-        mic=args.mic,
+        camera=cameras[0] if cameras else None,
+        mic=mics[0] if mics else None,
         text=args.text,
         headless=args.headless,
         jsonl=Path(args.jsonl) if args.jsonl else None,
@@ -416,15 +421,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         providers=args.providers,
         web=args.web,
         loop=args.loop,
-        options=LiveOptions(
-            stale_ms=args.stale_ms,
-            rate_hz=args.rate,
-            smoothing=args.smoothing,
-            audio_hop_ms=args.audio_hop_ms,
-        ),
+        options=_live_options(args),
     )
     count = run_live(config)
     print(f"{count} results", file=sys.stderr)
+    return 0
+
+
+def _live_options(args: argparse.Namespace) -> LiveOptions:
+    from fusionedge.runtime.live import LiveOptions
+
+    return LiveOptions(
+        stale_ms=args.stale_ms,
+        rate_hz=args.rate,
+        smoothing=args.smoothing,
+        audio_hop_ms=args.audio_hop_ms,
+    )
+
+
+def _run_streams(args: argparse.Namespace, cameras: list[str], mics: list[str]) -> int:
+    """`fusionedge run` with several streams (runtime/multi_app.py): JSON lines only."""
+    from fusionedge.runtime.multi_app import MultiConfig, pair_streams, read_streams_file, run_multi
+
+    if args.streams and (cameras or mics):
+        raise ValueError("give the streams either with --streams or with --camera/--mic")
+    if not args.headless:
+        raise ValueError(
+            "several streams print JSON lines only (a window shows one stream): add --headless"
+        )
+    if args.web:
+        raise ValueError("--web shows one stream; run one `fusionedge run --web` per stream")
+    streams = read_streams_file(Path(args.streams)) if args.streams else pair_streams(cameras, mics)
+    config = MultiConfig(
+        model=Path(args.model),
+        streams=streams,
+        text=args.text,
+        jsonl=Path(args.jsonl) if args.jsonl else None,
+        duration_s=args.duration,
+        options=_live_options(args),
+        threads=args.threads,
+        providers=args.providers,
+        loop=args.loop,
+        max_batch=args.max_batch,
+        max_runs=args.max_runs,
+    )
+    count = run_multi(config)
+    print(f"{count} results from {len(streams)} streams", file=sys.stderr)
     return 0
 
 

@@ -235,8 +235,36 @@ def add_bench(sub: Subparsers) -> None:
 def add_run(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="live inference on a camera, a microphone and text")
     p.add_argument("model", help="a .onnx file or a split model's folder (fusionedge export)")
-    p.add_argument("--camera", help="camera index, http/rtsp URL, or a video file")
-    p.add_argument("--mic", help="'default', a device name or index, or an audio file")
+    p.add_argument(
+        "--camera",
+        action="append",
+        help="camera index, http/rtsp URL, or a video file; repeat for several streams "
+        "(one live loop each, model calls batched; needs --headless)",
+    )
+    p.add_argument(
+        "--mic",
+        action="append",
+        help="'default', a device name or index, or an audio file; with several cameras, "
+        "repeat once per camera or give one for all",
+    )
+    p.add_argument(
+        "--streams",
+        metavar="FILE",
+        help='several streams from a JSON list of {"camera": ..., "mic": ...} (instead of '
+        "--camera/--mic; needs --headless)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=8,
+        help="several streams: at most this many rows per batched model run (default 8)",
+    )
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        help="several streams: at most this many model runs at once (default: cores // "
+        "threads; further calls queue and run batched)",
+    )
     p.add_argument("--text", help="a fixed text, or - to read lines from stdin")
     p.add_argument("--headless", action="store_true", help="JSON lines on stdout, no window")
     p.add_argument("--jsonl", help="also append the JSON lines to this file")

@@ -1,0 +1,285 @@
+"""Several streams on one model: SharedModel's batching and `fusionedge run` with several
+cameras (runtime/shared_model.py, runtime/multi_app.py)."""
+
+from __future__ import annotations
+
+import _thread
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile
+
+from fusionedge.cli import main
+from fusionedge.runtime import NonFiniteError, Predictor
+from fusionedge.runtime.live import LiveOptions
+from fusionedge.runtime.multi_app import (
+    MultiConfig,
+    StreamInputs,
+    pair_streams,
+    read_streams_file,
+    run_multi,
+)
+from fusionedge.runtime.shared_model import SharedModel
+
+COLOURS = {"red": (40, 40, 220), "blue": (220, 60, 40)}  # BGR, as tests/support.py draws them
+FPS, SECONDS = 30.0, 1.5
+
+
+def solid_avi(path: Path, bgr: tuple[int, int, int]) -> Path:
+    """SECONDS of one colour at FPS: a camera whose every frame says one class."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (64, 48))
+    assert writer.isOpened()
+    frame = np.zeros((48, 64, 3), np.uint8) + np.array(bgr, np.uint8)
+    for _ in range(round(FPS * SECONDS)):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def cameras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("multi_cameras")
+    return {name: solid_avi(folder / f"{name}.avi", bgr) for name, bgr in COLOURS.items()}
+
+
+@pytest.fixture(scope="module")
+def wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("multi_wav") / "quiet.wav"
+    t = np.arange(round(SECONDS * 16000)) / 16000
+    soundfile.write(str(path), (0.1 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), 16000)
+    return path
+
+
+@pytest.fixture
+def predictor(live_model: Path):
+    with Predictor.from_path(live_model, providers="cpu", threads=1) as p:
+        yield p
+
+
+def rows(predictor: Predictor, n: int) -> list[dict[str, np.ndarray]]:
+    """n different one-row batches, each with every modality."""
+    rng = np.random.default_rng(0)
+    rate = predictor.spec.audio.sample_rate
+    return [
+        predictor.stack(
+            [
+                predictor.prepare(
+                    image=rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),
+                    audio=rng.normal(0, 0.1, rate).astype(np.float32),
+                    sample_rate=rate,
+                    text=["red", "green", "blue"][i % 3],
+                )
+            ]
+        )
+        for i in range(n)
+    ]
+
+
+def run_batched(model: SharedModel, batches: list[dict[str, np.ndarray]]) -> list:
+    """Runs batches[0] with the model held until every other call has queued behind it,
+    so that those run as batches; returns each call's (scores, embedding) or error."""
+    predictor, gate = model.predictor, threading.Event()
+    original = predictor._run_checked
+
+    def held(inputs: dict[str, np.ndarray]):
+        gate.wait(10)
+        return original(inputs)
+
+    predictor._run_checked = held  # an instance attribute, so only this predictor
+    out: list = [None] * len(batches)
+
+    def call(i: int) -> None:
+        try:
+            out[i] = model.run(batches[i])
+        except Exception as e:
+            out[i] = e
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
+    threads[0].start()
+    wait_until(lambda: model._running)
+    for t in threads[1:]:
+        t.start()
+    # The first max_runs calls run (held), every other one queues behind them.
+    wait_until(lambda: len(model._pending) == len(batches) - model.max_runs)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    del predictor._run_checked
+    return out
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.001)
+
+
+# ---------------------------------------------------------------------- SharedModel
+
+
+@pytest.mark.parametrize(
+    ("max_batch", "max_runs", "sizes"),
+    [(8, 1, {1: 1, 4: 1}), (2, 1, {1: 1, 2: 2}), (8, 2, {1: 2, 3: 1})],
+)
+def test_batched_scores_equal_unbatched_runs(
+    predictor: Predictor, max_batch: int, max_runs: int, sizes: dict[int, int]
+) -> None:
+    batches = rows(predictor, 5)
+    expected = [predictor.run(b) for b in batches]
+    model = SharedModel(predictor, max_batch=max_batch, max_runs=max_runs)
+    got = run_batched(model, batches)
+    assert model.stats.batch_sizes == sizes
+    for (scores, embedding), (want_scores, want_embedding) in zip(got, expected, strict=True):
+        assert scores.shape == want_scores.shape == (1, 3)
+        np.testing.assert_allclose(scores, want_scores, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(embedding, want_embedding, atol=1e-5, rtol=0)
+
+
+def test_a_failing_row_does_not_fail_the_others(predictor: Predictor) -> None:
+    batches = rows(predictor, 4)
+    expected = [predictor.run(b)[0] for b in batches]
+    batches[2]["audio"][:] = np.nan  # log-mel of NaN: non-finite scores for that row
+    with pytest.raises(NonFiniteError):
+        predictor.run(batches[2])
+    model = SharedModel(predictor)
+    got = run_batched(model, batches)
+    assert isinstance(got[2], NonFiniteError)
+    for i in (0, 1, 3):
+        np.testing.assert_allclose(got[i][0], expected[i], atol=1e-6, rtol=0)
+    assert model.stats.reruns == 3  # the batch of three, each row again alone
+
+
+def test_a_callers_mistake_is_its_own_error(predictor: Predictor) -> None:
+    model = SharedModel(predictor)
+    bad = rows(predictor, 1)[0]
+    bad["image"] = bad["image"][:, :5]
+    with pytest.raises(ValueError, match="image"):
+        model.run(bad)
+    assert model.spec is predictor.spec and model.stats.runs == 0
+
+
+# ---------------------------------------------------------------------- several streams
+
+
+def test_pairing_cameras_and_microphones(tmp_path: Path) -> None:
+    assert pair_streams(["a", "b"], ["m"]) == (StreamInputs("a", "m"), StreamInputs("b", "m"))
+    assert pair_streams(["a", "b"], ["m", "n"])[1] == StreamInputs("b", "n")
+    assert pair_streams([], ["m", "n"]) == (StreamInputs(None, "m"), StreamInputs(None, "n"))
+    with pytest.raises(ValueError, match="cannot be shared"):
+        pair_streams(["a"], ["m", "n"])
+    with pytest.raises(ValueError, match="one per camera"):
+        pair_streams(["a", "b", "c"], ["m", "n"])
+    path = tmp_path / "streams.json"
+    path.write_text(json.dumps([{"camera": 0, "mic": "x.wav"}, {"mic": "default"}]))
+    assert read_streams_file(path) == (StreamInputs("0", "x.wav"), StreamInputs(None, "default"))
+
+
+def test_each_stream_reports_its_own_camera(
+    live_model: Path, cameras: dict[str, Path], predictor: Predictor
+) -> None:
+    """A red and a blue camera: the lines of stream 0 say what the model says of the red
+    picture, those of stream 1 of the blue one; the run ends when both files have."""
+    offline = {
+        name: predictor.predict(image=np.full((48, 64, 3), bgr, np.uint8), color_order="bgr").label
+        for name, bgr in COLOURS.items()
+    }
+    assert offline["red"] != offline["blue"]
+    before = set(threading.enumerate())
+    out = io.StringIO()
+    config = MultiConfig(
+        live_model,
+        (StreamInputs(str(cameras["red"])), StreamInputs(str(cameras["blue"]))),
+        providers="cpu",
+    )
+    t0 = time.monotonic()
+    count = run_multi(config, out=out)
+    assert time.monotonic() - t0 < SECONDS + 10
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert count == len(lines)
+    assert set(threading.enumerate()) <= before  # no capture or stream thread left
+    for index, name in enumerate(COLOURS):
+        mine = [x for x in lines if x["stream"] == index and x["present"]["image"]]
+        assert len(mine) >= 0.6 * FPS * SECONDS, (name, len(mine))
+        labels = Counter(x["label"] for x in mine)
+        assert labels[offline[name]] >= 0.9 * len(mine), (name, labels)
+
+
+def test_ctrl_c_and_a_failing_stream_stop_every_thread(
+    live_model: Path, cameras: dict[str, Path], wav: Path
+) -> None:
+    before = set(threading.enumerate())
+    streams = pair_streams([str(cameras["red"]), str(cameras["blue"])], [str(wav)])
+    config = MultiConfig(live_model, streams, providers="cpu", loop=True)
+    seen = Counter()
+
+    def ctrl_c(index: int, result) -> None:
+        # Ctrl-C once both streams run (the files loop, so nothing else ends the run).
+        seen[index] += 1
+        if min(seen[0], seen[1]) == 5 and not seen["interrupted"]:
+            seen["interrupted"] = 1
+            _thread.interrupt_main()
+
+    count = run_multi(config, out=io.StringIO(), on_result=ctrl_c)
+    assert seen["interrupted"] and count >= 10
+    assert set(threading.enumerate()) <= before
+
+    def fail(index: int, result) -> None:
+        if index == 1:
+            raise RuntimeError("a callback failed")
+
+    with pytest.raises(RuntimeError, match="a callback failed"):
+        run_multi(config, out=io.StringIO(), on_result=fail)
+    assert set(threading.enumerate()) <= before
+
+
+def test_cli_streams_with_a_shared_microphone(
+    live_model: Path, cameras: dict[str, Path], wav: Path
+) -> None:
+    cmd = [sys.executable, "-m", "fusionedge.cli", "run", str(live_model), "--headless"]
+    cmd += ["--camera", str(cameras["red"]), "--camera", str(cameras["blue"])]
+    cmd += ["--mic", str(wav), "--providers", "cpu", "--duration", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert f"{len(lines)} results from 2 streams" in done.stderr
+    assert {x["stream"] for x in lines} == {0, 1}
+    assert sum(x["present"]["audio"] for x in lines) >= 0.9 * len(lines)
+    assert set(lines[0]) >= {"stream", "t", "label", "scores", "latency_ms", "present"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [([], "add --headless"), (["--headless", "--web", "8000"], "--web shows one stream")],
+)
+def test_cli_refuses_a_window_or_web_view_for_several_streams(
+    live_model: Path, cameras: dict[str, Path], capsys, extra: list[str], message: str
+) -> None:
+    args = ["run", str(live_model), "--camera", str(cameras["red"]), "--camera", "1", *extra]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_options_reach_every_stream(live_model: Path, cameras: dict[str, Path]) -> None:
+    """--rate caps each stream, not the total."""
+    config = MultiConfig(
+        live_model,
+        (StreamInputs(str(cameras["red"])), StreamInputs(str(cameras["blue"]))),
+        providers="cpu",
+        duration_s=1.0,
+        options=LiveOptions(rate_hz=10),
+    )
+    out = io.StringIO()
+    run_multi(config, out=out)
+    per_stream = Counter(json.loads(line)["stream"] for line in out.getvalue().splitlines())
+    assert set(per_stream) == {0, 1}
+    assert all(n <= 13 for n in per_stream.values()), per_stream
