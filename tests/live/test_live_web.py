@@ -161,7 +161,7 @@ def test_the_page_shows_live_frames_and_follows_the_results(
             # ... and they change over time (the test camera's colour steps every frame).
             digests, counts = [], []
             for _ in range(4):
-                digests.append(page.evaluate(PIXEL_DIGEST))
+                digests.append(pixel_digest(page))
                 counts.append(int(page.get_attribute("#frame", "data-frames")))
                 time.sleep(0.3)
             assert len(set(digests)) > 1, digests
@@ -216,8 +216,12 @@ def test_the_page_shows_live_frames_and_follows_the_results(
     assert not outside, outside
 
 
-PIXEL_DIGEST = """(() => {
+# The page swaps the frame's src for each new frame; while the new one decodes the image
+# has no size, so the digest waits for it (null: swapped again meanwhile, ask again).
+PIXEL_DIGEST = """(async () => {
   const img = document.getElementById('frame');
+  await img.decode().catch(() => {});
+  if (!img.naturalWidth) return null;
   const c = document.createElement('canvas');
   c.width = img.naturalWidth; c.height = img.naturalHeight;
   const ctx = c.getContext('2d');
@@ -227,6 +231,16 @@ PIXEL_DIGEST = """(() => {
   for (let i = 0; i < d.length; i += 97) h = (h * 31 + d[i]) >>> 0;
   return h;
 })()"""
+
+
+def pixel_digest(page) -> int:
+    """A hash of the frame's pixels, asked again while a new frame is swapped in."""
+    for _ in range(50):
+        digest = page.evaluate(PIXEL_DIGEST)
+        if digest is not None:
+            return digest
+        time.sleep(0.02)
+    raise AssertionError("the frame never had a size for 1 s")
 
 
 def test_latest_is_a_jsonl_line_verbatim(web_run: WebRun) -> None:
