@@ -7,7 +7,10 @@ session.get_providers() tells the truth, so that is what gets reported and check
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import sys
 from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,11 @@ class ProviderError(RuntimeError):
 
 
 def requested_providers(providers: str | Sequence[str]) -> list[str]:
-    """ "auto" -> CUDA (when this onnxruntime build has it) then CPU; names pass through.
+    """ "auto" -> CUDA (when this onnxruntime build has it and the NVIDIA driver's
+    library loads) then CPU; names pass through.
+
+    Without a driver CUDA cannot start, and asking for it anyway makes ONNX Runtime log
+    an error on every session of a machine that simply has no GPU.
 
     Short names ("cuda", "cpu") are accepted for the full provider names.
 
@@ -39,7 +46,7 @@ def requested_providers(providers: str | Sequence[str]) -> list[str]:
 
     available = ort.get_available_providers()
     if providers == "auto":
-        return [CUDA, CPU] if CUDA in available else [CPU]
+        return [CUDA, CPU] if CUDA in available and nvidia_driver_loads() else [CPU]
     names = [providers] if isinstance(providers, str) else list(providers)
     if not names:
         raise ValueError("providers must be 'auto' or a non-empty list of provider names")
@@ -66,3 +73,14 @@ def check_active(requested: list[str], active: list[str], strict: bool) -> list[
             raise ProviderError(message)
         log.warning(message)
     return missing
+
+
+@functools.cache
+def nvidia_driver_loads() -> bool:
+    """Whether the NVIDIA driver's CUDA library (libcuda.so.1, nvcuda.dll) loads here."""
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from fusionedge.runtime import Predictor, ProviderError
-from fusionedge.runtime.providers import requested_providers
+from fusionedge.runtime.providers import nvidia_driver_loads, requested_providers
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -24,7 +24,8 @@ def skip_if_cuda_works(model_path: Path) -> None:
 
 def test_auto_ends_with_cpu_active_and_reports_it(model_path: Path) -> None:
     requested = requested_providers("auto")
-    assert requested == ([CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU])
+    cuda_can_start = CUDA in ort.get_available_providers() and nvidia_driver_loads()
+    assert requested == ([CUDA, CPU] if cuda_can_start else [CPU])
     with Predictor.from_path(model_path, providers="auto") as p:
         assert p.providers == p.session.get_providers()
         assert p.providers[-1] == CPU
@@ -84,3 +85,16 @@ def test_an_unknown_provider_is_refused_listing_the_available_ones(
 def test_an_empty_provider_list_is_refused(model_path: Path) -> None:
     with pytest.raises(ValueError, match="non-empty list"):
         Predictor.from_path(model_path, providers=[])
+
+
+def test_auto_asks_for_cuda_only_where_the_driver_loads(monkeypatch) -> None:
+    """A machine without an NVIDIA driver is not asked for CUDA: ONNX Runtime would log an
+    error on every session, for a GPU that is not there."""
+    from fusionedge.runtime import providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(providers, "nvidia_driver_loads", lambda: False)
+    assert requested_providers("auto") == [CPU]
+    monkeypatch.setattr(providers, "nvidia_driver_loads", lambda: True)
+    assert requested_providers("auto") == [CUDA, CPU]
+    assert requested_providers("cuda") == [CUDA]  # asked by name: asked, and reported
