@@ -98,69 +98,107 @@ def run_live(
     predictor = Predictor.from_path(
         config.model, providers=config.providers, threads=config.threads, spinning=False
     )
+    session = _Session(out=out, on_result=on_result)
+    try:
+        inputs = {"image": config.camera, "audio": config.mic, "text": config.text}
+        given = {m: value is not None for m, value in inputs.items()}
+        refuse_unused_inputs(config.model, predictor.spec, given)
+        runner = session.open(config, predictor, web_address)
+        session.serve(runner, config)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
+        predictor.close()
+    return session.count
+
+
+def refuse_unused_inputs(model: Path, spec: ModelSpec, given: dict[str, bool]) -> None:
+    """Refuses, before any device opens, an input the model has no use for."""
+    extra = [m for m, is_given in given.items() if is_given and m not in spec.modalities]
+    if extra:
+        raise ValueError(
+            f"{model} takes {list(spec.modalities)}; it has no use "
+            f"for the {', '.join(extra)} input given"
+        )
+
+
+def result_line(result: LiveResult, **extra: Any) -> str:
+    """A result as one JSON line. Strict JSON: a NaN would make the line unreadable to
+    JSON parsers (the Predictor refuses non-finite scores; this guards what reaches it)."""
+    return json.dumps({**extra, **result.to_json()}, allow_nan=False)
+
+
+@dataclass
+class _Session:
+    """What one run_live opened, so that whatever happens everything is closed."""
+
+    out: IO[str]
+    on_result: Callable[[LiveResult], Any] | None
     camera: CameraSource | None = None
     audio: AudioSource | None = None
     sink: IO[str] | None = None
     window: LiveWindow | None = None
     web: WebView | None = None
-    count = 0
-    try:
+    count: int = 0
+
+    def open(
+        self, config: LiveConfig, predictor: Predictor, web_address: tuple[str, int] | None
+    ) -> LiveRunner:
         spec = predictor.spec
-        wanted = {"image": config.camera, "audio": config.mic, "text": config.text}
-        extra = [m for m, v in wanted.items() if v is not None and m not in spec.modalities]
-        if extra:
-            raise ValueError(
-                f"{config.model} takes {list(spec.modalities)}; it has no use "
-                f"for the {', '.join(extra)} input given"
-            )
         if web_address is not None:  # before the devices: a taken port fails at once
-            web = WebView(web_address, info=web_info(config.model, spec)).start()
+            self.web = WebView(web_address, info=web_info(config.model, spec)).start()
         if config.camera is not None:
-            camera = CameraSource(config.camera, loop=config.loop).start()
+            self.camera = CameraSource(config.camera, loop=config.loop).start()
         if config.mic is not None:
-            audio = open_audio(config.mic, spec.audio.sample_rate, config.loop)
+            self.audio = open_audio(config.mic, spec.audio.sample_rate, config.loop)
         text = stdin_text() if config.text == "-" else config.text
-        runner = LiveRunner(predictor, camera, audio, text, config.options)
-        sink = config.jsonl.open("a", encoding="utf-8") if config.jsonl else None
-        window = None if config.headless else LiveWindow()
+        runner = LiveRunner(predictor, self.camera, self.audio, text, config.options)
+        self.sink = config.jsonl.open("a", encoding="utf-8") if config.jsonl else None
+        self.window = None if config.headless else LiveWindow()
+        return runner
+
+    def serve(self, runner: LiveRunner, config: LiveConfig) -> None:
+        """Hands each result on until the duration, the files or the window end the run."""
         # Sources that end by themselves (files): the run ends when all of them have.
-        files = [s for s in (camera, audio) if s is not None and s.ends]
+        files = [s for s in (self.camera, self.audio) if s is not None and s.ends]
         end = None if config.duration_s is None else time.monotonic() + config.duration_s
         rate = RateMeter()
         for result in runner:
-            # Strict JSON: a NaN would make the line unreadable to JSON parsers (the
-            # Predictor refuses non-finite scores; this guards what reaches the line).
-            line = json.dumps(result.to_json(), allow_nan=False)
-            if config.headless:
-                print(line, file=out, flush=True)
-            if sink is not None:
-                sink.write(line + "\n")
-                sink.flush()
-            if web is not None:
-                publish(web, line, result, rate.tick(), audio)
-            if window is not None and not window.show(result, audio):
-                break
-            if on_result is not None:
-                on_result(result)
-            count += 1
+            if not self.hand_on(result, config.headless, rate):
+                return
+            self.count += 1
             if end is not None and time.monotonic() >= end:
-                break
+                return
             if files and all(s.finished.is_set() for s in files):
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if web is not None:
-            web.close()
-        for source in (camera, audio):
+                return
+
+    def hand_on(self, result: LiveResult, headless: bool, rate: RateMeter) -> bool:
+        """One result to every output; False when the window was closed."""
+        line = result_line(result)
+        if headless:
+            print(line, file=self.out, flush=True)
+        if self.sink is not None:
+            self.sink.write(line + "\n")
+            self.sink.flush()
+        if self.web is not None:
+            publish(self.web, line, result, rate.tick(), self.audio)
+        if self.window is not None and not self.window.show(result, self.audio):
+            return False
+        if self.on_result is not None:
+            self.on_result(result)
+        return True
+
+    def close(self) -> None:
+        if self.web is not None:
+            self.web.close()
+        for source in (self.camera, self.audio):
             if source is not None:
                 source.stop()
-        if sink is not None:
-            sink.close()
-        if window is not None:
-            window.close()
-        predictor.close()
-    return count
+        if self.sink is not None:
+            self.sink.close()
+        if self.window is not None:
+            self.window.close()
 
 
 def level_db(audio: AudioSource | None) -> float:

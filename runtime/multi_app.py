@@ -29,7 +29,7 @@ from typing import IO, Any
 from fusionedge.runtime.audio_sources import AudioSource
 from fusionedge.runtime.camera import CameraSource
 from fusionedge.runtime.live import LiveOptions, LiveResult, LiveRunner
-from fusionedge.runtime.live_app import open_audio, stdin_text
+from fusionedge.runtime.live_app import open_audio, refuse_unused_inputs, result_line, stdin_text
 from fusionedge.runtime.predictor import Predictor
 from fusionedge.runtime.shared_model import SharedModel
 
@@ -140,7 +140,7 @@ class _Output:
 
     def emit(self, index: int, result: LiveResult) -> None:
         # Strict JSON, as run_live writes it; "stream" first, so a reader can split by it.
-        line = json.dumps({"stream": index, **result.to_json()}, allow_nan=False)
+        line = result_line(result, stream=index)
         with self._lock:
             print(line, file=self.out, flush=True)
             if self.sink is not None:
@@ -223,18 +223,12 @@ def _check_inputs(config: MultiConfig, predictor: Predictor) -> None:
     """Refuses, before any device opens, what the model or the streams cannot take."""
     if not config.streams:
         raise ValueError("no streams given")
-    spec = predictor.spec
-    wanted = {
+    given = {
         "image": any(s.camera is not None for s in config.streams),
         "audio": any(s.mic is not None for s in config.streams),
         "text": config.text is not None,
     }
-    extra = [m for m, given in wanted.items() if given and m not in spec.modalities]
-    if extra:
-        raise ValueError(
-            f"{config.model} takes {list(spec.modalities)}; it has no use "
-            f"for the {', '.join(extra)} input given"
-        )
+    refuse_unused_inputs(config.model, predictor.spec, given)
     cameras: set[str] = set()
     for i, s in enumerate(config.streams):
         if s.camera is None and s.mic is None:
