@@ -1,7 +1,8 @@
 """What each `fusionedge` subcommand does: argparse.Namespace in, exit status out.
 
-The parser is in cli.py. Each command imports its package only when it runs, so
-`fusionedge eval model.onnx` never loads torch.
+The parser is in parser.py; `predict` is in predict_command.py and the live commands
+(`run`, `devices`, `record`) in live_commands.py. Each command imports its package only
+when it runs, so `fusionedge eval model.onnx` never loads torch.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fusionedge.jsonio import dumps
 
 if TYPE_CHECKING:
-    from fusionedge.runtime.live import LiveOptions
+    pass
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -219,98 +219,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from fusionedge.runtime import Predictor
-
-    check_predict_mode(args)
-    if args.data is not None:
-        return predict_data(args)
-    with Predictor.from_path(args.model, providers=args.providers) as predictor:
-        if args.image is None and args.audio is None and not (args.text or "").strip():
-            # The API answers "nothing present" (the live loop needs it when every input
-            # is stale); a command line without inputs is a mistake, not that question.
-            raise ValueError(nothing_given(predictor.spec.modalities, args.text))
-        result = predictor.predict(image=args.image, audio=args.audio, text=args.text)
-    if args.json:
-        out = result.to_dict()
-        out.pop("embedding")
-        out["providers"] = predictor.providers
-        print(dumps(out))
-        return 0
-    shown = result.label if result.value is None else f"{result.value:.4f}"
-    given = "+".join(m for m, p in result.present.items() if p) or "nothing"
-    print(
-        f"{shown}   (from {given}; {result.latency_ms['total']:.1f} ms on {predictor.providers[0]})"
-    )
-    for label, score in result.top_k:
-        print(f"  {label:<20}{score:.4f}")
-    return 0
-
-
-PREDICT_FLAGS = {"image": "--image", "audio": "--audio", "text": "--text"}
-BATCH_FLAGS = {"split": "--split", "out": "--out", "batch": "--batch", "shard": "--shard"}
-
-
-def check_predict_mode(args: argparse.Namespace) -> None:
-    """One sample (--image/--audio/--text) or a data set (--data and its flags), not both."""
-    one = [flag for name, flag in PREDICT_FLAGS.items() if getattr(args, name) is not None]
-    if args.data is not None:
-        if one:
-            raise ValueError(
-                f"--data predicts a whole data set and {', '.join(one)} one sample; give "
-                "either --data (with --out) or the sample's --image/--audio/--text"
-            )
-        if args.out is None:
-            raise ValueError("--data needs --out, the JSON-lines file to write the predictions to")
-        return
-    batch = [flag for name, flag in BATCH_FLAGS.items() if getattr(args, name) is not None]
-    if batch or args.no_progress:
-        flags = ", ".join(batch + (["--no-progress"] if args.no_progress else []))
-        raise ValueError(f"{flags}: only with --data (predicting a data set)")
-
-
-def predict_data(args: argparse.Namespace) -> int:
-    """`fusionedge predict MODEL --data D --out preds.jsonl`: runtime/batch_predict.py."""
-    from fusionedge.runtime import Predictor
-    from fusionedge.runtime.batch_predict import (
-        BatchOptions,
-        Progress,
-        parse_shard,
-        predict_dataset,
-    )
-
-    options = BatchOptions(
-        split=args.split or "all",
-        batch_size=32 if args.batch is None else args.batch,
-        shard=parse_shard(args.shard) if args.shard is not None else None,
-    )
-    with Predictor.from_path(args.model, providers=args.providers) as predictor:
-        progress = None if args.no_progress else Progress()
-        summary = predict_dataset(predictor, args.data, args.out, options, progress)
-        providers = predictor.providers
-    if args.json:
-        print(dumps(summary.to_dict() | {"providers": providers}))
-        return 0
-    shard = f", shard {summary.shard}" if summary.shard is not None else ""
-    print(
-        f"{summary.done} samples of the {summary.split} split{shard} predicted into "
-        f"{summary.out} in {summary.seconds:.1f} s ({summary.samples_per_s:.1f} samples/s "
-        f"on {providers[0]}); {summary.skipped} already there, skipped; "
-        f"{summary.errors} errors"
-    )
-    if summary.errors:
-        print('  lines with an "error" field name each sample that could not be predicted')
-    if summary.accuracy is not None:
-        print(f"  accuracy {summary.accuracy:.4f} over {summary.labelled} labelled samples")
-    return 0
-
-
-def nothing_given(modalities: tuple[str, ...], text: str | None) -> str:
-    flags = ", ".join(PREDICT_FLAGS[m] for m in modalities)
-    blank = " (the --text given is blank, which counts as no text)" if text is not None else ""
-    return f"no input given{blank}; this model takes {flags}: give at least one"
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     from fusionedge.runtime.info import model_info
 
@@ -401,150 +309,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from fusionedge.runtime.live_app import LiveConfig, run_live
-
-    cameras, mics = args.camera or [], args.mic or []
-    if args.streams or len(cameras) > 1 or len(mics) > 1:
-        return _run_streams(args, cameras, mics)
-    if not cameras and not mics and args.text is None:
-        raise ValueError("give at least one of --camera, --mic, --text")
-    config = LiveConfig(
-        model=Path(args.model),
-        camera=cameras[0] if cameras else None,
-        mic=mics[0] if mics else None,
-        text=args.text,
-        headless=args.headless,
-        jsonl=Path(args.jsonl) if args.jsonl else None,
-        duration_s=args.duration,
-        threads=args.threads,
-        providers=args.providers,
-        web=args.web,
-        loop=args.loop,
-        options=_live_options(args),
-    )
-    count = run_live(config)
-    print(f"{count} results", file=sys.stderr)
-    return 0
-
-
-def _live_options(args: argparse.Namespace) -> LiveOptions:
-    from fusionedge.runtime.live import LiveOptions
-
-    return LiveOptions(
-        stale_ms=args.stale_ms,
-        rate_hz=args.rate,
-        smoothing=args.smoothing,
-        audio_hop_ms=args.audio_hop_ms,
-    )
-
-
-def _run_streams(args: argparse.Namespace, cameras: list[str], mics: list[str]) -> int:
-    """`fusionedge run` with several streams (runtime/multi_app.py): JSON lines only."""
-    from fusionedge.runtime.multi_app import MultiConfig, pair_streams, read_streams_file, run_multi
-
-    if args.streams and (cameras or mics):
-        raise ValueError("give the streams either with --streams or with --camera/--mic")
-    if not args.headless:
-        raise ValueError(
-            "several streams print JSON lines only (a window shows one stream): add --headless"
-        )
-    if args.web:
-        raise ValueError("--web shows one stream; run one `fusionedge run --web` per stream")
-    streams = read_streams_file(Path(args.streams)) if args.streams else pair_streams(cameras, mics)
-    config = MultiConfig(
-        model=Path(args.model),
-        streams=streams,
-        text=args.text,
-        jsonl=Path(args.jsonl) if args.jsonl else None,
-        duration_s=args.duration,
-        options=_live_options(args),
-        threads=args.threads,
-        providers=args.providers,
-        loop=args.loop,
-        max_batch=args.max_batch,
-        max_runs=args.max_runs,
-    )
-    count = run_multi(config)
-    print(f"{count} results from {len(streams)} streams", file=sys.stderr)
-    return 0
-
-
-def cmd_devices(args: argparse.Namespace) -> int:
-    from fusionedge.runtime.devices import list_audio_inputs, list_cameras
-
-    cameras = list_cameras(args.max_cameras)
-    try:
-        audio = list_audio_inputs()
-        audio_error = None
-    except ImportError as e:
-        audio, audio_error = [], str(e)
-    if args.json:
-        print(dumps({"cameras": cameras, "audio_inputs": audio, "audio_error": audio_error}))
-        return 0
-    print("cameras:" if cameras else f"cameras: none opened (indices 0-{args.max_cameras - 1})")
-    for c in cameras:
-        print(f"  {c['index']}: {c['width']}x{c['height']} at {c['fps']} fps ({c['backend']})")
-    print("audio inputs:" if audio else f"audio inputs: none ({audio_error or 'no device'})")
-    for a in audio:
-        mark = " (default)" if a["default"] else ""
-        print(
-            f"  {a['index']}: {a['name']}{mark}, {a['channels']} ch, {a['hostapi']}, "
-            f"default {a['default_samplerate']:.0f} Hz, accepts {a['rates']}"
-        )
-    return 0
-
-
 def cmd_doctor(args: argparse.Namespace) -> int:
     from fusionedge.cli.doctor import print_doctor
 
     # A report, not a test: a missing GPU or microphone is an answer, so exit 0.
     print_doctor(args.max_cameras, args.json)
-    return 0
-
-
-def cmd_record(args: argparse.Namespace) -> int:
-    from fusionedge.runtime.camera import CameraSource
-    from fusionedge.runtime.live_app import open_audio
-    from fusionedge.runtime.record import RecordConfig, check_appendable, record
-
-    config = RecordConfig(
-        out=Path(args.dir),
-        label=args.label,
-        count=args.count,
-        interval_s=args.interval,
-        window_s=args.window,
-        text=args.text,
-        split=args.split,
-        group=args.group,
-    )
-    # Refused before the devices start and warm up; record() checks again before it
-    # saves anything. A manifest made only to test that is removed again.
-    manifest = config.out / "manifest.jsonl"
-    if check_appendable(manifest):
-        manifest.unlink()
-    camera = CameraSource(args.camera).start() if args.camera is not None else None
-    audio = open_audio(args.mic, args.rate) if args.mic is not None else None
-    try:
-        time.sleep(args.warmup)  # let the first frames and audio blocks arrive
-        lines = record(config, camera, audio)
-    finally:
-        for source in (camera, audio):
-            if source is not None:
-                source.stop()
-    where = ""
-    if lines:
-        from fusionedge.manifest import split_for_id
-
-        # Named because the whole session lands in one split: with few sessions, a label
-        # recorded in one of them can miss the train split altogether.
-        group = lines[0]["group"]
-        split = args.split or split_for_id(group)
-        where = f" (group {group!r}, {split} split)"
-    print(
-        f"recorded {len(lines)} samples of {args.label!r} into "
-        f"{Path(args.dir) / 'manifest.jsonl'}{where}"
-    )
     return 0
 
 

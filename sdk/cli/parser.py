@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from fusionedge.cli import commands
+from fusionedge.cli import commands, live_commands, predict_command
 from fusionedge.demo import DEFAULT_SAMPLES
 from fusionedge.version import __version__
 
@@ -176,7 +176,7 @@ def add_predict(sub: Subparsers) -> None:
     )
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run_command=commands.cmd_predict)
+    p.set_defaults(run_command=predict_command.cmd_predict)
 
 
 def add_info(sub: Subparsers) -> None:
@@ -302,7 +302,7 @@ def add_run(sub: Subparsers) -> None:
     )
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
-    p.set_defaults(run_command=commands.cmd_run)
+    p.set_defaults(run_command=live_commands.cmd_run)
 
 
 def add_record(sub: Subparsers) -> None:
@@ -322,14 +322,14 @@ def add_record(sub: Subparsers) -> None:
         help="group of the new lines, e.g. a speaker (default: a new name for this session)",
     )
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before the first sample")
-    p.set_defaults(run_command=commands.cmd_record)
+    p.set_defaults(run_command=live_commands.cmd_record)
 
 
 def add_devices(sub: Subparsers) -> None:
     p = sub.add_parser("devices", help="cameras that open and audio inputs, with rates")
     p.add_argument("--max-cameras", type=int, default=8, help="camera indices to try")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(run_command=commands.cmd_devices)
+    p.set_defaults(run_command=live_commands.cmd_devices)
 
 
 def add_doctor(sub: Subparsers) -> None:
