@@ -61,12 +61,8 @@ def check_predict_mode(args: argparse.Namespace) -> None:
 def predict_data(args: argparse.Namespace) -> int:
     """`fusionedge predict MODEL --data D --out preds.jsonl`: runtime/batch_predict.py."""
     from fusionedge.runtime import Predictor
-    from fusionedge.runtime.batch_predict import (
-        BatchOptions,
-        Progress,
-        parse_shard,
-        predict_dataset,
-    )
+    from fusionedge.runtime.batch_predict import BatchOptions, Progress, predict_dataset
+    from fusionedge.runtime.batch_work import parse_shard
 
     options = BatchOptions(
         split=args.split or "all",

@@ -16,13 +16,8 @@ import pytest
 from fusionedge.cli import main
 from fusionedge.manifest import read_manifest
 from fusionedge.runtime import Predictor
-from fusionedge.runtime.batch_predict import (
-    BatchOptions,
-    Shard,
-    parse_shard,
-    predict_dataset,
-    shard_of,
-)
+from fusionedge.runtime.batch_predict import BatchOptions, predict_dataset
+from fusionedge.runtime.batch_work import Shard, parse_shard, shard_of
 
 
 def read_lines(path: Path) -> list[dict]:
