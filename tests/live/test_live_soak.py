@@ -25,8 +25,9 @@ from live_helpers import CORRUPT_KINDS, VirtualMic
 
 
 def _load_soak():
-    """benchmarks/soak.py, imported by path (benchmarks/ is not put on sys.path): the
-    test runs the benchmark's own measurement."""
+    """benchmarks/soak.py, imported by path (benchmarks/ is no package; soak.py itself
+    puts its folder on sys.path for its soak_*.py parts): the test runs the benchmark's own
+    measurement."""
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
     spec = importlib.util.spec_from_file_location("soak", path)
     module = importlib.util.module_from_spec(spec)
