@@ -3,7 +3,8 @@ against N separate `fusionedge run` processes, one stream each.
 
     .venv/bin/python benchmarks/multi_stream.py MODEL.onnx --data DATA [--streams 4]
         [--seconds 20] [--rounds 2] [--fps 30] [--rate HZ] [--threads 1] [--max-batch 8]
-        [--shared-mic] [--out result.json]
+        [--multi-threads T] [--max-runs R] [--batch-wait-ms MS] [--shared-mic]
+        [--out result.json]
 
 The virtual cameras are video files made by examples/make_clip.py from DATA's test split
 (320x240 MJPG at --fps, one WAV each, or one WAV for all with --shared-mic), played in
@@ -17,8 +18,10 @@ latency, and the CPU time the processes spent in the window (/proc/PID/stat, eve
 thread). Then they get SIGINT (Ctrl-C), the path a user takes.
 
 Where the time goes: each turn's own breakdown (preprocess, inference, total, from the
-JSON lines), the model alone at batch 1 and batch N (ONNX Runtime, same threads), and a
-frame's JPEG decoding alone (on the capture thread, not in the turn).
+JSON lines), how the multi batched (rows per model run; the wait for company and the
+model's load at the end, from the line run_multi logs), the model alone at batch 1 to N
+with the threads of each setup (ONNX Runtime), and a frame's JPEG decoding alone (on the
+capture thread, not in the turn).
 
 Prints one JSON object.
 """
@@ -74,10 +77,14 @@ def commands(args: argparse.Namespace, pairs: list, multi: bool) -> list[list[st
     if not multi:
         common += ["--threads", str(args.threads)]
         return [[*common, "--camera", str(avi), "--mic", str(wav)] for avi, wav in pairs]
-    cmd = [*common, "--threads", str(args.multi_threads or args.threads)]
+    cmd = list(common)
+    if args.multi_threads is not None:  # else run's default for several streams
+        cmd += ["--threads", str(args.multi_threads)]
     cmd += ["--max-batch", str(args.max_batch)]
     if args.max_runs:
         cmd += ["--max-runs", str(args.max_runs)]
+    if args.batch_wait_ms is not None:
+        cmd += ["--batch-wait-ms", str(args.batch_wait_ms)]
     for avi, _ in pairs:
         cmd += ["--camera", str(avi)]
     for wav in dict.fromkeys(w for _, w in pairs):  # a shared WAV is given once
@@ -140,14 +147,21 @@ def run_block(cmds: list[list[str]], streams: int, seconds: float, folder: Path,
         "window_s": t1 - t0,
         "cpu_s": c1 - c0,
         "lines": lines,
-        "batches": batch_sizes(outs[0].with_suffix(".err")) if len(cmds) == 1 else None,
+        "batching": batching(outs[0].with_suffix(".err")) if len(cmds) == 1 else None,
     }
 
 
-def batch_sizes(err: Path) -> dict[str, int] | None:
-    """Rows per model run, from the line run_multi logs at its end."""
-    found = re.search(r"rows per run (\{[^}]*\})", err.read_text())
-    return json.loads(found.group(1)) if found else None
+def batching(err: Path) -> dict:
+    """Rows per model run, and the wait for company at the end, from the line run_multi
+    logs at its end."""
+    text = err.read_text()
+    rows = re.search(r"rows per run (\{[^}]*\})", text)
+    wait = re.search(r"waits up to ([\d.]+) ms for the other streams \(model load ([\d.]+)\)", text)
+    return {
+        "rows": json.loads(rows.group(1)) if rows else {},
+        "wait_ms": float(wait.group(1)) if wait else None,
+        "model_load": float(wait.group(2)) if wait else None,
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -169,8 +183,9 @@ def summarize(blocks: list[dict], streams: int) -> dict:
     }
     merged: dict[str, int] = {}
     for b in blocks:
-        for size, n in (b["batches"] or {}).items():
+        for size, n in (b["batching"] or {}).get("rows", {}).items():
             merged[size] = merged.get(size, 0) + n
+    ends = [b["batching"] for b in blocks if b["batching"]]
     return {
         "results_per_s_per_stream": [round(r, 2) for r in per_stream],
         "results_per_s_total": round(sum(per_stream), 2),
@@ -180,12 +195,14 @@ def summarize(blocks: list[dict], streams: int) -> dict:
         "cpu_cores_used": round(cpu / window, 2),
         "turn_mean_ms": turn,
         "rows_per_model_run": merged or None,
+        "wait_ms_at_end": [e["wait_ms"] for e in ends] or None,
+        "model_load_at_end": [e["model_load"] for e in ends] or None,
     }
 
 
 def model_alone(model: Path, threads: int, batch: int, runs: int = 200) -> dict:
-    """ms per model run at batch 1 and at batch `batch` (median), the same session
-    options as `fusionedge run`; with random inputs (time does not depend on content)."""
+    """ms per model run at batch 1 to `batch` (median), the same session options as
+    `fusionedge run`; with random inputs (time does not depend on content)."""
     from fusionedge.runtime import Predictor
 
     with Predictor.from_path(model, providers="cpu", threads=threads, spinning=False) as p:
@@ -200,7 +217,7 @@ def model_alone(model: Path, threads: int, batch: int, runs: int = 200) -> dict:
             sample["sample_rate"] = p.spec.audio.sample_rate
         row = p.prepare(**sample)
         out = {}
-        for n in (1, batch):
+        for n in range(1, batch + 1):
             inputs = p.stack([row] * n)
             times = []
             for _ in range(runs):
@@ -246,9 +263,14 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
     parser.add_argument("--rate", type=float, help="--rate of fusionedge run (default none)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
-    parser.add_argument("--multi-threads", type=int, help="threads of the multi (default same)")
+    parser.add_argument(
+        "--multi-threads", type=int, help="--threads of the multi (default: run's, every core)"
+    )
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-runs", type=int, help="model runs at once (multi; default: run's)")
+    parser.add_argument(
+        "--batch-wait-ms", type=float, help="multi: --batch-wait-ms of run (default: run's)"
+    )
     parser.add_argument("--shared-mic", action="store_true", help="one WAV for all streams")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -276,9 +298,10 @@ def report(args: argparse.Namespace, kinds: dict[str, dict], capture: dict) -> N
         "fps": args.fps,
         "rate_hz": args.rate,
         "threads": args.threads,
-        "multi_threads": args.multi_threads or args.threads,
+        "multi_threads": args.multi_threads,
         "max_batch": args.max_batch,
         "max_runs": args.max_runs,
+        "batch_wait_ms": args.batch_wait_ms,
         "shared_mic": args.shared_mic,
         "seconds_per_block": args.seconds,
         "rounds": args.rounds,
@@ -289,7 +312,10 @@ def report(args: argparse.Namespace, kinds: dict[str, dict], capture: dict) -> N
         "throughput_ratio": round(ratio, 3),
         "p95_equal_or_lower": p95_ok,
         "target_met": ratio >= 1.5 and p95_ok,
-        "model_alone": model_alone(args.model, args.threads, args.streams),
+        "model_alone": {
+            f"threads_{t}": model_alone(args.model, t, args.streams)
+            for t in sorted({args.threads, 0 if args.multi_threads is None else args.multi_threads})
+        },
         "capture_per_frame": capture,
     }
     text = json.dumps(summary, indent=2)

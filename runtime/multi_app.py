@@ -49,9 +49,11 @@ class StreamInputs:
 @dataclass(frozen=True)
 class MultiConfig:
     """What `fusionedge run` with several streams was asked for (see LiveConfig for the
-    fields they share); max_batch: at most this many rows per model run; max_runs: at
-    most this many model runs at once (SharedModel; None: cores // threads, so that
-    every core can run the model and batching takes the load beyond that)."""
+    fields they share). threads: ONNX Runtime threads, 0 (the default) for every core:
+    one batched run over every core gave more results at lower p95 than a one-thread run
+    per core (default_runs). max_batch: at most this many rows per model run; max_runs:
+    at most this many model runs at once (SharedModel; None: cores // threads); max_wait_ms:
+    how long a queued call waits for the other streams (SharedModel; None: automatic)."""
 
     model: Path
     streams: tuple[StreamInputs, ...]
@@ -59,11 +61,12 @@ class MultiConfig:
     jsonl: Path | None = None
     duration_s: float | None = None
     options: LiveOptions = field(default_factory=LiveOptions)
-    threads: int = 1
+    threads: int = 0
     providers: str = "auto"
     loop: bool = False
     max_batch: int = 8
     max_runs: int | None = None
+    max_wait_ms: float | None = None
 
 
 def pair_streams(cameras: Sequence[str], mics: Sequence[str]) -> tuple[StreamInputs, ...]:
@@ -177,7 +180,13 @@ def run_multi(
     predictor = Predictor.from_path(
         config.model, providers=config.providers, threads=config.threads, spinning=False
     )
-    model = SharedModel(predictor, config.max_batch, config.max_runs or default_runs(config))
+    model = SharedModel(
+        predictor,
+        config.max_batch,
+        config.max_runs or default_runs(config),
+        streams=len(config.streams),
+        max_wait_ms=config.max_wait_ms,
+    )
     sources: list[CameraSource | AudioSource] = []
     streams: list[_Stream] = []
     output = _Output(out, config.jsonl, on_result)
@@ -200,11 +209,14 @@ def run_multi(
         stats = model.stats
         # One line on how well the calls batched (benchmarks/multi_stream.py reads it).
         log.info(
-            "model runs: %d for %d rows, rows per run %s, %d rows rerun alone",
+            "model runs: %d for %d rows, rows per run %s, %d rows rerun alone; "
+            "a call waits up to %.2f ms for the other streams (model load %.2f)",
             stats.runs,
             stats.rows,
             json.dumps(dict(sorted(stats.batch_sizes.items()))),
             stats.reruns,
+            model.wait_ms,
+            model.load.load,
         )
     if output.error is not None:
         raise output.error
@@ -212,9 +224,10 @@ def run_multi(
 
 
 def default_runs(config: MultiConfig) -> int:
-    """Model runs at once by default: one per core, a core per ONNX Runtime thread
-    (threads 0 takes every core). On the 2-core machine with 4 streams, 2 runs gave
-    1.48x the results of 4 processes where 1 run gave 0.82x (benchmarks/multi_stream.py)."""
+    """Model runs at once by default: a core per ONNX Runtime thread, so one run when it
+    has every core (threads 0). On the 2-core machine, 4 streams and a model that is the
+    bottleneck, one two-thread run of 4 gathered rows gave 1.9-2.2x the results of 4 separate
+    processes, two one-thread runs of 2 rows 1.7x (benchmarks/multi_stream.py)."""
     cores = os.cpu_count() or 1
     return max(1, cores // config.threads) if config.threads > 0 else 1
 

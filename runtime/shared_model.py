@@ -1,32 +1,43 @@
 """SharedModel: one Predictor for several live loops, their concurrent calls batched.
 
-    model = SharedModel(Predictor.from_path("model.onnx", threads=1, spinning=False))
+    predictor = Predictor.from_path("model.onnx", threads=0, spinning=False)
+    model = SharedModel(predictor, streams=len(streams))
     runners = [LiveRunner(model, camera, audio) for camera, audio in streams]
 
-A LiveRunner takes it in place of the Predictor. Its run() batches the calls of the
-threads that arrive while a run is in progress: leader/follower, no thread of its own.
-The first caller finds the model idle and runs its rows at once (no waiting for company);
-callers that arrive meanwhile queue, and when the run ends one of them leads the next
-run with every row queued by then (up to max_batch). A lone stream therefore pays no
-latency for the batching, and under load the model runs fewer, larger batches.
+A LiveRunner takes it in place of the Predictor. Its run() batches the calls of
+concurrent threads: leader/follower, no thread of its own. A caller that finds a run slot
+free leads the next run with every call queued by then (up to max_batch); callers that
+arrive meanwhile queue, and when a run ends one of them leads the next.
+
+Calls that merely happen to coincide make small batches: streams fall into step in pairs,
+one pair's Python work overlapping the other's model run. So a leader first gathers:
+while the model is busy at least half the time, it waits (up to half a run) for its share
+of the streams that are in no run. On the 2-core machine, 4 streams and a model that is
+the bottleneck, one run over both cores, the wait took the batches from 1-3 rows to 4
+and the results per second from 1.5x to 1.9-2.2x those of 4 separate processes, at lower
+p95 (benchmarks/RESULTS.md, "Many streams"). Below half load it never waits: the streams
+are served as they come, and a lone stream pays nothing for the batching.
 
 A dispatcher thread was the alternative. Measured on the 2-core machine (quickstart
 model, one-row calls): alone, the dispatcher's two hand-overs (caller -> dispatcher ->
 caller) cost 0.12 ms of latency and 0.09 ms of CPU per call, the leader nothing
-measurable; four callers without pause got about the same calls/s from both (2,720 and
-2,640). With max_runs=2, a run per core, the leader made 4,560 calls/s. Everything but
-run() goes to the Predictor.
+measurable. Everything but run() goes to the Predictor.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fusionedge.runtime.predictor import Predictor
+
+RUN_TIME_WEIGHT = 0.1  # of the newest run in the average: a few runs' worth of memory
+LOAD_WINDOW_S = 0.5  # the model's load is measured over windows this long
+BUSY_TO_WAIT = 0.5  # the automatic wait starts at this load (model run time per second)
 
 
 @dataclass
@@ -45,10 +56,30 @@ class SharedStats:
         self.batch_sizes[rows] = self.batch_sizes.get(rows, 0) + 1
 
 
+class RunLoad:
+    """How long the model's runs take (a moving average) and how busy it is: run time
+    per second per run slot, over the last LOAD_WINDOW_S window."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.run_s = 0.0
+        self.load = 0.0
+        self._window_start = time.monotonic()
+        self._busy_s = 0.0
+
+    def add(self, start: float, end: float) -> None:
+        """Counts one run, from start to end (time.monotonic())."""
+        self.run_s += RUN_TIME_WEIGHT * (end - start - self.run_s)
+        self._busy_s += end - start
+        if end - self._window_start >= LOAD_WINDOW_S:
+            self.load = self._busy_s / ((end - self._window_start) * self.slots)
+            self._window_start, self._busy_s = end, 0.0
+
+
 class _Call:
     """One caller's rows, and what came back for them."""
 
-    __slots__ = ("done", "embedding", "error", "inputs", "rows", "scores")
+    __slots__ = ("done", "embedding", "error", "inputs", "queued", "rows", "scores")
 
     def __init__(self, inputs: dict[str, np.ndarray]) -> None:
         self.inputs = inputs
@@ -57,6 +88,7 @@ class _Call:
         self.embedding: np.ndarray | None = None
         self.error: BaseException | None = None
         self.done = False
+        self.queued = time.monotonic()
 
 
 class SharedModel:
@@ -68,19 +100,43 @@ class SharedModel:
         max_runs: At most this many model runs in progress at once. One run at a time
             leaves all but one core idle when the model has one thread (ONNX Runtime
             runs one session concurrently); a caller that finds fewer runs than this in
-            progress runs at once, the others queue and batch.
+            progress leads the next one, the others queue and batch.
+        streams: How many threads call run(), each with one call at a time (the live
+            streams). A leader waits for the streams that are in no run yet, up to
+            max_wait_ms; with 1 it never waits.
+        max_wait_ms: The longest a queued call waits for company before its run starts.
+            None: half the model's recent run time while the model is busy at least half
+            the time, and no wait below that, where the streams are served as they come
+            and a wait would only add latency; 0: never wait.
     """
 
-    def __init__(self, predictor: Predictor, max_batch: int = 8, max_runs: int = 1) -> None:
-        if max_batch < 1 or max_runs < 1:
-            raise ValueError(f"max_batch and max_runs must be at least 1: {max_batch}, {max_runs}")
+    def __init__(
+        self,
+        predictor: Predictor,
+        max_batch: int = 8,
+        max_runs: int = 1,
+        streams: int = 1,
+        max_wait_ms: float | None = None,
+    ) -> None:
+        if min(max_batch, max_runs, streams) < 1:
+            raise ValueError(
+                "max_batch, max_runs and streams must be at least 1: "
+                f"{max_batch}, {max_runs}, {streams}"
+            )
+        if max_wait_ms is not None and not 0 <= max_wait_ms < float("inf"):
+            raise ValueError(f"max_wait_ms must be 0 or more (or None: auto), got {max_wait_ms}")
         self.predictor = predictor
         self.max_batch = max_batch
         self.max_runs = max_runs
+        self.streams = streams
+        self.max_wait_ms = max_wait_ms
         self.stats = SharedStats()
         self._cond = threading.Condition()
         self._pending: list[_Call] = []
-        self._running = 0  # model runs in progress
+        self._running = 0  # model runs in progress, the one being gathered included
+        self._calls_running = 0  # calls in those runs: their streams cannot join this one
+        self._gathering = False  # a leader is gathering the next batch
+        self.load = RunLoad(max_runs)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names this object lacks: spec, split, prepare, stack, encode...
@@ -98,25 +154,31 @@ class SharedModel:
         call = _Call(inputs)
         with self._cond:
             self._pending.append(call)
+            self._cond.notify_all()  # a leader gathering a batch may be waiting for it
             while not call.done:
-                if self._running >= self.max_runs or call not in self._pending:
-                    self._cond.wait()  # its rows wait for a free run, or are in one
-                else:
+                free = self._running < self.max_runs and not self._gathering
+                if free and call in self._pending:
                     self._lead()
+                else:
+                    self._cond.wait()  # its rows wait for a free run, or are in one
         if call.error is not None:
             raise call.error
         return call.scores, call.embedding  # type: ignore[return-value]
 
     def _lead(self) -> None:
-        """Runs the queued calls (oldest first, up to max_batch rows); called, and returns,
-        with the lock held, which it drops while the model runs."""
-        calls = [self._pending.pop(0)]
-        rows = calls[0].rows
-        while self._pending and rows + self._pending[0].rows <= self.max_batch:
-            rows += self._pending[0].rows
-            calls.append(self._pending.pop(0))
+        """Gathers and runs the next batch; called, and returns, with the lock held,
+        which it drops while the model runs."""
         self._running += 1
+        self._gathering = True
+        try:
+            self._gather()
+            calls, rows = self._take_batch()
+        finally:
+            self._gathering = False
+        self._calls_running += len(calls)
+        self._cond.notify_all()  # the next caller may gather the next batch meanwhile
         self._cond.release()
+        start = time.monotonic()
         try:
             self._run_batch(calls, rows)
         finally:
@@ -125,8 +187,46 @@ class SharedModel:
                 if not call.done:  # the leader died mid-run: no caller may wait forever
                     call.error = call.error or RuntimeError("the shared model run stopped")
                     call.done = True
+            self.load.add(start, time.monotonic())
+            self._calls_running -= len(calls)
             self._running -= 1
             self._cond.notify_all()
+
+    @property
+    def wait_ms(self) -> float:
+        """How long a queued call now waits, at most, for the other streams."""
+        if self.max_wait_ms is not None:
+            return self.max_wait_ms
+        return self.load.run_s / 2 * 1000 if self.load.load >= BUSY_TO_WAIT else 0.0
+
+    def _gather(self) -> None:
+        """Waits, lock dropped, until this run's share of the streams in no run has
+        queued a call, the batch is full, or the oldest queued call has waited wait_ms.
+
+        The share: those streams spread over the runs that can start now, this one and
+        the free slots, so that several runs at once each get a batch instead of the
+        first taking every stream while the other cores idle."""
+        deadline = self._pending[0].queued + self.wait_ms / 1000
+        while (
+            len(self._pending) < self._share()
+            and sum(c.rows for c in self._pending) < self.max_batch
+            and (left := deadline - time.monotonic()) > 0
+        ):
+            self._cond.wait(left)
+
+    def _share(self) -> int:
+        """How many calls this run waits for: see _gather."""
+        startable = self.max_runs - self._running + 1  # _running counts this one
+        return -(-(self.streams - self._calls_running) // startable)  # rounded up
+
+    def _take_batch(self) -> tuple[list[_Call], int]:
+        """The queued calls, oldest first, up to max_batch rows (at least one call)."""
+        calls = [self._pending.pop(0)]
+        rows = calls[0].rows
+        while self._pending and rows + self._pending[0].rows <= self.max_batch:
+            rows += self._pending[0].rows
+            calls.append(self._pending.pop(0))
+        return calls, rows
 
     def _run_batch(self, calls: list[_Call], rows: int) -> None:
         if len(calls) == 1:

@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         headless=args.headless,
         jsonl=Path(args.jsonl) if args.jsonl else None,
         duration_s=args.duration,
-        threads=args.threads,
+        threads=LiveConfig.threads if args.threads is None else args.threads,
         providers=args.providers,
         web=args.web,
         loop=args.loop,
@@ -75,11 +75,12 @@ def _run_streams(args: argparse.Namespace, cameras: list[str], mics: list[str]) 
         jsonl=Path(args.jsonl) if args.jsonl else None,
         duration_s=args.duration,
         options=_live_options(args),
-        threads=args.threads,
+        threads=MultiConfig.threads if args.threads is None else args.threads,
         providers=args.providers,
         loop=args.loop,
         max_batch=args.max_batch,
         max_runs=args.max_runs,
+        max_wait_ms=args.batch_wait_ms,
     )
     count = run_multi(config)
     print(f"{count} results from {len(streams)} streams", file=sys.stderr)

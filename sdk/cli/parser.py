@@ -265,6 +265,12 @@ def add_run(sub: Subparsers) -> None:
         help="several streams: at most this many model runs at once (default: cores // "
         "threads; further calls queue and run batched)",
     )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        help="several streams: how long a queued model call waits for the other streams' "
+        "(default: half the model's recent run time; 0: never wait)",
+    )
     p.add_argument("--text", help="a fixed text, or - to read lines from stdin")
     p.add_argument("--headless", action="store_true", help="JSON lines on stdout, no window")
     p.add_argument("--jsonl", help="also append the JSON lines to this file")
@@ -300,7 +306,12 @@ def add_run(sub: Subparsers) -> None:
         default=100.0,
         help="split models: re-encode audio after this much new audio (default 100)",
     )
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="ONNX Runtime threads (default: 1 with one stream, for latency; with several, "
+        "0: every core, for one batched run at a time)",
+    )
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
     p.set_defaults(run_command=live_commands.cmd_run)
 

@@ -168,6 +168,78 @@ def test_a_callers_mistake_is_its_own_error(predictor: Predictor) -> None:
     assert model.spec is predictor.spec and model.stats.runs == 0
 
 
+def call_in_thread(model: SharedModel, inputs: dict[str, np.ndarray]) -> tuple:
+    """Starts model.run(inputs) on a thread; returns (thread, its result list)."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(model.run(inputs)))
+    thread.start()
+    return thread, out
+
+
+def test_a_run_waits_for_the_streams_in_no_run(predictor: Predictor) -> None:
+    """Three streams arriving 50 ms apart run as one batch of three; the leader waits
+    for the two not yet queued (each stream has one call at a time)."""
+    batches = rows(predictor, 3)
+    model = SharedModel(predictor, max_runs=1, streams=3, max_wait_ms=10_000)
+    threads = []
+    for batch in batches:
+        threads.append(call_in_thread(model, batch)[0])
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(10)
+    assert model.stats.batch_sizes == {3: 1}
+
+
+def test_the_wait_for_company_is_bounded(predictor: Predictor) -> None:
+    batch = rows(predictor, 1)[0]
+    model = SharedModel(predictor, streams=4, max_wait_ms=100)
+    t0 = time.monotonic()
+    model.run(batch)  # three streams never come: it runs alone after 100 ms
+    assert time.monotonic() - t0 >= 0.1 and model.stats.batch_sizes == {1: 1}
+    alone = SharedModel(predictor, streams=1, max_wait_ms=10_000)
+    t0 = time.monotonic()
+    alone.run(batch)  # one stream has nobody to wait for
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_stream_in_a_run_is_not_waited_for(predictor: Predictor) -> None:
+    """Two streams, two runs at once: while one stream's run is held, the other's call
+    runs at once instead of waiting for a stream that cannot come."""
+    first, second = rows(predictor, 2)
+    model = SharedModel(predictor, max_runs=2, streams=2, max_wait_ms=0)
+    gate, original = threading.Event(), predictor._run_checked
+    predictor._run_checked = lambda inputs: (gate.wait(10), original(inputs))[1]
+    held, _ = call_in_thread(model, first)
+    wait_until(lambda: model._running == 1 and not model._gathering)
+    del predictor._run_checked
+    model.max_wait_ms = 10_000  # from now on, a wait would be as long as the test
+    thread, out = call_in_thread(model, second)
+    thread.join(5)
+    assert out and not thread.is_alive() and held.is_alive()
+    gate.set()
+    held.join(10)
+    assert model.stats.batch_sizes == {1: 2}
+
+
+def test_the_automatic_wait_is_half_the_run_time_under_load(predictor: Predictor) -> None:
+    batch = rows(predictor, 1)[0]
+    model = SharedModel(predictor)  # one stream: it never waits, but says how long it would
+    assert model.wait_ms == 0  # no run yet: nothing to go by
+    original = predictor._run_checked
+    predictor._run_checked = lambda inputs: (time.sleep(0.04), original(inputs))[1]
+    for _ in range(30):  # busy all the time, 1.2 s: two load windows
+        model.run(batch)
+    # The average follows the runs (at least 40 ms each): 30 runs bring it within 5 %.
+    assert model.load.load >= 0.5 and 0.95 * 20 <= model.wait_ms <= 40
+    for _ in range(6):  # busy a sixth of the time: no wait, it would only add latency
+        time.sleep(0.2)
+        model.run(batch)
+    del predictor._run_checked
+    assert model.load.load < 0.5 and model.wait_ms == 0
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        SharedModel(predictor, max_wait_ms=-1)
+
+
 # ---------------------------------------------------------------------- several streams
 
 
