@@ -173,10 +173,13 @@ class SharedModel:
         try:
             self._gather()
             calls, rows = self._take_batch()
+        except BaseException:  # Ctrl-C in a wait on the main thread: give the slot back
+            self._running -= 1
+            raise
         finally:
             self._gathering = False
+            self._cond.notify_all()  # the next caller may gather the next batch meanwhile
         self._calls_running += len(calls)
-        self._cond.notify_all()  # the next caller may gather the next batch meanwhile
         self._cond.release()
         start = time.monotonic()
         try:

@@ -171,7 +171,8 @@ def test_a_callers_mistake_is_its_own_error(predictor: Predictor) -> None:
 def call_in_thread(model: SharedModel, inputs: dict[str, np.ndarray]) -> tuple:
     """Starts model.run(inputs) on a thread; returns (thread, its result list)."""
     out: list = []
-    thread = threading.Thread(target=lambda: out.append(model.run(inputs)))
+    # A daemon: a call that hangs (the bug a test looks for) must not hang the test run.
+    thread = threading.Thread(target=lambda: out.append(model.run(inputs)), daemon=True)
     thread.start()
     return thread, out
 
@@ -219,6 +220,21 @@ def test_a_stream_in_a_run_is_not_waited_for(predictor: Predictor) -> None:
     gate.set()
     held.join(10)
     assert model.stats.batch_sizes == {1: 2}
+
+
+def test_an_interrupted_wait_gives_its_slot_back(predictor: Predictor) -> None:
+    """Ctrl-C while a leader waits for company (the main thread's wait raises): the call
+    fails with it, and the next call runs instead of waiting for the slot forever."""
+    batch = rows(predictor, 1)[0]
+    model = SharedModel(predictor, streams=2, max_wait_ms=10_000)
+    model._gather = lambda: (_ for _ in ()).throw(KeyboardInterrupt)  # an instance attribute
+    with pytest.raises(KeyboardInterrupt):
+        model.run(batch)
+    del model._gather
+    model.max_wait_ms = 0
+    thread, out = call_in_thread(model, batch)
+    thread.join(5)
+    assert out and model._running == 0 and not model._gathering
 
 
 def test_the_automatic_wait_is_half_the_run_time_under_load(predictor: Predictor) -> None:
