@@ -103,7 +103,12 @@ class CameraSource(CaptureSource):
         frozen_after: Identical consecutive frames after which a camera device counts as
             frozen (0: never). Files and URLs are exempt: a still scene encoded to JPEG
             repeats exactly, and that is a picture, not a failure.
-        backoff_s: First and longest wait between reopen attempts.
+        backoff_s: First and longest wait between reopen attempts. The longest is short
+            because a camera is usually back within seconds (a network hiccup, a camera
+            restarting) and every second it is not read is a second without pictures: with
+            4 s, the soak's camera came back 2.7 s after its stream did. A failed attempt
+            is cheap (a refused connection fails at once, an unreachable host takes
+            timeout_ms), and repeated warnings are counted, not logged (capture._note).
     """
 
     kind = "camera"
@@ -117,7 +122,7 @@ class CameraSource(CaptureSource):
         loop: bool = False,
         timeout_ms: int = 2000,
         frozen_after: int = 15,
-        backoff_s: tuple[float, float] = (0.25, 4.0),
+        backoff_s: tuple[float, float] = (0.25, 1.0),
     ) -> None:
         self.source = _parse_source(source)
         self.is_file = isinstance(self.source, str) and not _is_url(self.source)

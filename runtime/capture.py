@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 log = logging.getLogger(__name__)
 
 MAX_ERRORS = 10  # messages kept in CaptureStats.errors, newest last
+# The same message again within this long is counted, not logged: a camera that stays
+# away is retried every second, and a warning a second would bury everything else.
+REPEAT_NOTE_S = 30.0
 
 S = TypeVar("S", bound="CaptureSource")
 
@@ -82,6 +86,7 @@ class CaptureSource:
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_note, self._last_note_at, self._repeats = "", 0.0, 0  # see _note
 
     # ------------------------------------------------------------------ lifetime
 
@@ -143,9 +148,21 @@ class CaptureSource:
 
     def _note(self, message: str, error: BaseException | None = None) -> None:
         """Records a problem in stats.errors and logs it at WARNING, with the traceback
-        of `error` when there is one."""
+        of `error` when there is one; the same message as the last one, within
+        REPEAT_NOTE_S of its logging, is only counted (and logged at DEBUG) until a
+        warning is logged again, which the count precedes."""
+        now = time.monotonic()
+        if message == self._last_note and now - self._last_note_at < REPEAT_NOTE_S:
+            self._repeats += 1
+            self.logger.debug("%s: %s", self.kind, message, exc_info=error)
+            return
+        if self._repeats:
+            self.logger.warning(
+                "%s: the warning before came %d times more", self.kind, self._repeats
+            )
         self.logger.warning("%s: %s", self.kind, message, exc_info=error)
         self.stats.add_error(message)
+        self._last_note, self._last_note_at, self._repeats = message, now, 0
 
     # ------------------------------------------------------------------ the thread
 

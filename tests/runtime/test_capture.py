@@ -251,6 +251,24 @@ def test_camera_that_fails_to_open_reopens_with_growing_waits(
     assert handed[-1] is not None and handed[-1].released
 
 
+def test_a_camera_that_stays_away_warns_once_and_counts_the_rest(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retried every second for as long as it is away, a camera would log a warning a
+    second; the same message is counted instead, and the count is logged before the
+    next different warning."""
+    caplog.set_level(logging.WARNING)
+    fake_opens(monkeypatch, *[None] * 12, FakeCapture(frames=3))
+    camera = CameraSource("http://camera.invalid/stream", backoff_s=(0.01, 0.01))
+    with camera:
+        assert wait_for(lambda: camera.stats.frames >= 3), camera.stats
+        assert wait_for(lambda: "stopped delivering" in camera.stats.errors[-1])
+    messages = [r.getMessage() for r in warnings_from(caplog, "fusionedge.runtime.camera")]
+    assert sum("cannot open" in m for m in messages) == 1, messages
+    assert "camera: the warning before came 11 times more" in messages, messages
+    assert camera.stats.reopens >= 12  # every attempt was made, and counted
+
+
 def test_camera_error_is_reported_and_capture_goes_on(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
