@@ -149,8 +149,9 @@ class CaptureSource:
     def _note(self, message: str, error: BaseException | None = None) -> None:
         """Records a problem in stats.errors and logs it at WARNING, with the traceback
         of `error` when there is one; the same message as the last one, within
-        REPEAT_NOTE_S of its logging, is only counted (and logged at DEBUG) until a
-        warning is logged again, which the count precedes."""
+        REPEAT_NOTE_S of its logging, is logged at DEBUG and counted, and the count is
+        logged before the next warning."""
+        self.stats.add_error(message)  # every time: the list keeps only the newest
         now = time.monotonic()
         if message == self._last_note and now - self._last_note_at < REPEAT_NOTE_S:
             self._repeats += 1
@@ -161,7 +162,6 @@ class CaptureSource:
                 "%s: the warning before came %d times more", self.kind, self._repeats
             )
         self.logger.warning("%s: %s", self.kind, message, exc_info=error)
-        self.stats.add_error(message)
         self._last_note, self._last_note_at, self._repeats = message, now, 0
 
     # ------------------------------------------------------------------ the thread
