@@ -180,13 +180,16 @@ def run_multi(
     predictor = Predictor.from_path(
         config.model, providers=config.providers, threads=config.threads, spinning=False
     )
-    model = SharedModel(
-        predictor,
-        config.max_batch,
-        config.max_runs or default_runs(config),
-        streams=len(config.streams),
-        max_wait_ms=config.max_wait_ms,
-    )
+    try:
+        model = SharedModel(
+            predictor,
+            config.max_batch,
+            config.max_runs or default_runs(config),
+            max_wait_ms=config.max_wait_ms,
+        )
+    except ValueError:  # a bad max_batch, max_runs or max_wait_ms
+        predictor.close()
+        raise
     sources: list[CameraSource | AudioSource] = []
     streams: list[_Stream] = []
     output = _Output(out, config.jsonl, on_result)
@@ -216,7 +219,7 @@ def run_multi(
             json.dumps(dict(sorted(stats.batch_sizes.items()))),
             stats.reruns,
             model.wait_ms,
-            model.load.load,
+            model.wait.load(time.monotonic()),
         )
     if output.error is not None:
         raise output.error

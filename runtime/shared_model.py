@@ -1,7 +1,7 @@
 """SharedModel: one Predictor for several live loops, their concurrent calls batched.
 
     predictor = Predictor.from_path("model.onnx", threads=0, spinning=False)
-    model = SharedModel(predictor, streams=len(streams))
+    model = SharedModel(predictor)
     runners = [LiveRunner(model, camera, audio) for camera, audio in streams]
 
 A LiveRunner takes it in place of the Predictor. Its run() batches the calls of
@@ -12,11 +12,13 @@ arrive meanwhile queue, and when a run ends one of them leads the next.
 Calls that merely happen to coincide make small batches: streams fall into step in pairs,
 one pair's Python work overlapping the other's model run. So a leader first gathers:
 while the model is busy at least half the time, it waits (up to half a run) for its share
-of the streams that are in no run. On the 2-core machine, 4 streams and a model that is
+of the streams that are in no run (the threads that called within the last second:
+runtime/batch_wait.py). On the 2-core machine, 4 streams and a model that is
 the bottleneck, one run over both cores, the wait took the batches from 1-3 rows to 4
 and the results per second from 1.5x to 1.9-2.2x those of 4 separate processes, at lower
 p95 (benchmarks/RESULTS.md, "Many streams"). Below half load it never waits: the streams
-are served as they come, and a lone stream pays nothing for the batching.
+are served as they come. A lone stream never waits, and one that stops calling (its
+camera gone) is no longer waited for after a second.
 
 A dispatcher thread was the alternative. Measured on the 2-core machine (quickstart
 model, one-row calls): alone, the dispatcher's two hand-overs (caller -> dispatcher ->
@@ -33,11 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from fusionedge.runtime.batch_wait import BatchWait
 from fusionedge.runtime.predictor import Predictor
-
-RUN_TIME_WEIGHT = 0.1  # of the newest run in the average: a few runs' worth of memory
-LOAD_WINDOW_S = 0.5  # the model's load is measured over windows this long
-BUSY_TO_WAIT = 0.5  # the automatic wait starts at this load (model run time per second)
 
 
 @dataclass
@@ -54,26 +53,6 @@ class SharedStats:
         self.runs += 1
         self.rows += rows
         self.batch_sizes[rows] = self.batch_sizes.get(rows, 0) + 1
-
-
-class RunLoad:
-    """How long the model's runs take (a moving average) and how busy it is: run time
-    per second per run slot, over the last LOAD_WINDOW_S window."""
-
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-        self.run_s = 0.0
-        self.load = 0.0
-        self._window_start = time.monotonic()
-        self._busy_s = 0.0
-
-    def add(self, start: float, end: float) -> None:
-        """Counts one run, from start to end (time.monotonic())."""
-        self.run_s += RUN_TIME_WEIGHT * (end - start - self.run_s)
-        self._busy_s += end - start
-        if end - self._window_start >= LOAD_WINDOW_S:
-            self.load = self._busy_s / ((end - self._window_start) * self.slots)
-            self._window_start, self._busy_s = end, 0.0
 
 
 class _Call:
@@ -101,13 +80,10 @@ class SharedModel:
             leaves all but one core idle when the model has one thread (ONNX Runtime
             runs one session concurrently); a caller that finds fewer runs than this in
             progress leads the next one, the others queue and batch.
-        streams: How many threads call run(), each with one call at a time (the live
-            streams). A leader waits for the streams that are in no run yet, up to
-            max_wait_ms; with 1 it never waits.
-        max_wait_ms: The longest a queued call waits for company before its run starts.
-            None: half the model's recent run time while the model is busy at least half
-            the time, and no wait below that, where the streams are served as they come
-            and a wait would only add latency; 0: never wait.
+        max_wait_ms: How long a queued call waits for the other streams before its run
+            starts: None (automatic): half the model's recent run time while the model
+            is busy at least half the time, else no wait; a number: that, at any load;
+            0: never wait (see runtime/batch_wait.py).
     """
 
     def __init__(
@@ -115,34 +91,32 @@ class SharedModel:
         predictor: Predictor,
         max_batch: int = 8,
         max_runs: int = 1,
-        streams: int = 1,
         max_wait_ms: float | None = None,
     ) -> None:
-        if min(max_batch, max_runs, streams) < 1:
-            raise ValueError(
-                "max_batch, max_runs and streams must be at least 1: "
-                f"{max_batch}, {max_runs}, {streams}"
-            )
-        if max_wait_ms is not None and not 0 <= max_wait_ms < float("inf"):
-            raise ValueError(f"max_wait_ms must be 0 or more (or None: auto), got {max_wait_ms}")
+        if min(max_batch, max_runs) < 1:
+            raise ValueError(f"max_batch and max_runs must be at least 1: {max_batch}, {max_runs}")
+        self.wait = BatchWait(max_runs, max_wait_ms)
         self.predictor = predictor
         self.max_batch = max_batch
         self.max_runs = max_runs
-        self.streams = streams
-        self.max_wait_ms = max_wait_ms
         self.stats = SharedStats()
         self._cond = threading.Condition()
         self._pending: list[_Call] = []
         self._running = 0  # model runs in progress, the one being gathered included
         self._calls_running = 0  # calls in those runs: their streams cannot join this one
         self._gathering = False  # a leader is gathering the next batch
-        self.load = RunLoad(max_runs)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names this object lacks: spec, split, prepare, stack, encode...
         if name == "predictor":  # not set yet (a copy, or __init__ failing): no recursion
             raise AttributeError(name)
         return getattr(self.predictor, name)
+
+    @property
+    def wait_ms(self) -> float:
+        """How long a queued call would now wait, at most, for the other streams."""
+        with self._cond:
+            return self.wait.wait_s(time.monotonic()) * 1000
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Predictor.run, batched with the calls of other threads waiting at the time.
@@ -153,80 +127,86 @@ class SharedModel:
         self.predictor._check_arrays(inputs)
         call = _Call(inputs)
         with self._cond:
+            self.wait.called(call.queued)
             self._pending.append(call)
             self._cond.notify_all()  # a leader gathering a batch may be waiting for it
-            while not call.done:
-                free = self._running < self.max_runs and not self._gathering
-                if free and call in self._pending:
-                    self._lead()
-                else:
-                    self._cond.wait()  # its rows wait for a free run, or are in one
+            try:
+                while not call.done:
+                    free = self._running < self.max_runs and not self._gathering
+                    if free and call in self._pending:
+                        self._lead()
+                    else:
+                        self._cond.wait()  # its rows wait for a free run, or are in one
+            except BaseException:  # Ctrl-C in a wait (main thread): nobody to run it for
+                if call in self._pending:
+                    self._pending.remove(call)
+                raise
         if call.error is not None:
             raise call.error
         return call.scores, call.embedding  # type: ignore[return-value]
 
     def _lead(self) -> None:
         """Gathers and runs the next batch; called, and returns, with the lock held,
-        which it drops while the model runs."""
+        which it drops while the model runs. Whatever happens (Ctrl-C included), its slot
+        is given back and every call it took is answered."""
         self._running += 1
-        self._gathering = True
+        calls: list[_Call] = []
         try:
-            self._gather()
-            calls, rows = self._take_batch()
-        except BaseException:  # Ctrl-C in a wait on the main thread: give the slot back
-            self._running -= 1
-            raise
+            self._gathering = True
+            try:
+                self._gather()
+                calls, rows = self._take_batch()
+            finally:
+                self._gathering = False
+                self._cond.notify_all()  # the next caller may gather the next batch now
+            self._calls_running += len(calls)
+            start = time.monotonic()
+            self._cond.release()
+            try:
+                self._run_batch(calls, rows)
+            finally:
+                self._cond.acquire()
+            self.wait.ran(start, time.monotonic())
         finally:
-            self._gathering = False
-            self._cond.notify_all()  # the next caller may gather the next batch meanwhile
-        self._calls_running += len(calls)
-        self._cond.release()
-        start = time.monotonic()
-        try:
-            self._run_batch(calls, rows)
-        finally:
-            self._cond.acquire()
             for call in calls:
                 if not call.done:  # the leader died mid-run: no caller may wait forever
                     call.error = call.error or RuntimeError("the shared model run stopped")
                     call.done = True
-            self.load.add(start, time.monotonic())
             self._calls_running -= len(calls)
             self._running -= 1
             self._cond.notify_all()
 
-    @property
-    def wait_ms(self) -> float:
-        """How long a queued call now waits, at most, for the other streams."""
-        if self.max_wait_ms is not None:
-            return self.max_wait_ms
-        return self.load.run_s / 2 * 1000 if self.load.load >= BUSY_TO_WAIT else 0.0
-
     def _gather(self) -> None:
-        """Waits, lock dropped, until this run's share of the streams in no run has
-        queued a call, the batch is full, or the oldest queued call has waited wait_ms.
-
-        The share: those streams spread over the runs that can start now, this one and
-        the free slots, so that several runs at once each get a batch instead of the
-        first taking every stream while the other cores idle."""
-        deadline = self._pending[0].queued + self.wait_ms / 1000
+        """Waits, lock dropped, until this run's share of the streams has queued a call,
+        the batch is full, or the oldest queued call has waited its wait."""
+        now = time.monotonic()
+        deadline = self._pending[0].queued + self.wait.wait_s(now)
         while (
-            len(self._pending) < self._share()
+            len(self._pending) < self._share(now)
             and sum(c.rows for c in self._pending) < self.max_batch
-            and (left := deadline - time.monotonic()) > 0
+            and (left := deadline - now) > 0
         ):
             self._cond.wait(left)
+            now = time.monotonic()
 
-    def _share(self) -> int:
-        """How many calls this run waits for: see _gather."""
+    def _share(self, now: float) -> int:
+        """The calls this run is for: the streams in no run, spread over the runs that
+        can start now (this one and the free slots), so that several runs at once each
+        get a batch instead of the first taking every stream while other cores idle."""
         startable = self.max_runs - self._running + 1  # _running counts this one
-        return -(-(self.streams - self._calls_running) // startable)  # rounded up
+        waiting_for = self.wait.streams(now) - self._calls_running
+        return max(1, -(-waiting_for // startable))  # rounded up
 
     def _take_batch(self) -> tuple[list[_Call], int]:
-        """The queued calls, oldest first, up to max_batch rows (at least one call)."""
+        """The queued calls, oldest first: up to max_batch rows, and no more calls than
+        the share when other runs can start beside this one (at least one call)."""
+        others_can_start = self._running < self.max_runs
+        most = self._share(time.monotonic()) if others_can_start else len(self._pending)
         calls = [self._pending.pop(0)]
         rows = calls[0].rows
-        while self._pending and rows + self._pending[0].rows <= self.max_batch:
+        while (
+            self._pending and len(calls) < most and rows + self._pending[0].rows <= self.max_batch
+        ):
             rows += self._pending[0].rows
             calls.append(self._pending.pop(0))
         return calls, rows

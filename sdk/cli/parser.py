@@ -263,13 +263,14 @@ def add_run(sub: Subparsers) -> None:
         "--max-runs",
         type=int,
         help="several streams: at most this many model runs at once (default: cores // "
-        "threads; further calls queue and run batched)",
+        "threads, so 1 with the default --threads 0; further calls queue and run batched)",
     )
     p.add_argument(
         "--batch-wait-ms",
         type=float,
         help="several streams: how long a queued model call waits for the other streams' "
-        "(default: half the model's recent run time; 0: never wait)",
+        "calls, at any load (default: half the model's recent run time while it is busy at "
+        "least half the time, else none; 0: never wait)",
     )
     p.add_argument("--text", help="a fixed text, or - to read lines from stdin")
     p.add_argument("--headless", action="store_true", help="JSON lines on stdout, no window")
@@ -309,8 +310,8 @@ def add_run(sub: Subparsers) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        help="ONNX Runtime threads (default: 1 with one stream, for latency; with several, "
-        "0: every core, for one batched run at a time)",
+        help="ONNX Runtime threads (default: 1 with one --camera/--mic stream, for latency; "
+        "with several or with --streams, 0: every core, for one batched run at a time)",
     )
     p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
     p.set_defaults(run_command=live_commands.cmd_run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import io
+import itertools
 import json
 import subprocess
 import sys
@@ -19,7 +20,8 @@ import pytest
 import soundfile
 
 from fusionedge.cli import main
-from fusionedge.runtime import NonFiniteError, Predictor
+from fusionedge.runtime import NonFiniteError, Predictor, batch_wait
+from fusionedge.runtime.batch_wait import BatchWait
 from fusionedge.runtime.live import LiveOptions
 from fusionedge.runtime.multi_app import (
     MultiConfig,
@@ -177,29 +179,88 @@ def call_in_thread(model: SharedModel, inputs: dict[str, np.ndarray]) -> tuple:
     return thread, out
 
 
-def test_a_run_waits_for_the_streams_in_no_run(predictor: Predictor) -> None:
-    """Three streams arriving 50 ms apart run as one batch of three; the leader waits
-    for the two not yet queued (each stream has one call at a time)."""
-    batches = rows(predictor, 3)
-    model = SharedModel(predictor, max_runs=1, streams=3, max_wait_ms=10_000)
-    threads = []
-    for batch in batches:
-        threads.append(call_in_thread(model, batch)[0])
-        time.sleep(0.05)
-    for thread in threads:
-        thread.join(10)
-    assert model.stats.batch_sizes == {3: 1}
+class Streams:
+    """n threads that each call the model once, so that it knows them as streams, then
+    wait; go() has each call once more, after its own delay, and waits for them."""
+
+    def __init__(self, model: SharedModel, batches: list, delays: list[float]) -> None:
+        self.known = threading.Barrier(len(delays) + 1)
+        self.started = threading.Barrier(len(delays) + 1)
+        self.errors: list[BaseException] = []
+
+        def stream(batch: dict[str, np.ndarray], delay: float) -> None:
+            try:
+                model.run(batch)
+                self.known.wait(10)
+                self.started.wait(10)
+                time.sleep(delay)
+                model.run(batch)
+            except BaseException as e:
+                self.errors.append(e)
+
+        self.threads = [
+            threading.Thread(target=stream, args=(b, d), daemon=True)
+            for b, d in zip(batches, delays, strict=True)
+        ]
+        for thread in self.threads:
+            thread.start()
+        self.known.wait(10)
+
+    def go(self, held: threading.Condition | None = None) -> float:
+        """Seconds until every stream's second call returned. With `held` (the model's
+        lock) held meanwhile, the calls start together once it is let go."""
+        t0 = time.monotonic()
+        if held is None:
+            self.started.wait(10)
+        else:
+            with held:
+                self.started.wait(10)
+                time.sleep(0.2)  # every stream now waits for the lock, to queue its call
+        for thread in self.threads:
+            thread.join(15)
+        assert not self.errors and not any(t.is_alive() for t in self.threads), self.errors
+        return time.monotonic() - t0
+
+
+def batches_since(model: SharedModel, before: dict[int, int]) -> dict[int, int]:
+    now = model.stats.batch_sizes
+    return {k: n - before.get(k, 0) for k, n in now.items() if n - before.get(k, 0)}
+
+
+def test_a_run_waits_for_the_other_streams(predictor: Predictor) -> None:
+    """Three known streams calling 50 ms apart run as one batch of three: the leader
+    waits for the two not yet queued, woken by each arrival (not by the 10 s limit)."""
+    model = SharedModel(predictor, max_wait_ms=0)
+    streams = Streams(model, rows(predictor, 3), [0.0, 0.05, 0.1])
+    before = dict(model.stats.batch_sizes)
+    model.wait.max_wait_ms = 10_000
+    assert streams.go() < 5
+    assert batches_since(model, before) == {3: 1}
 
 
 def test_the_wait_for_company_is_bounded(predictor: Predictor) -> None:
-    batch = rows(predictor, 1)[0]
-    model = SharedModel(predictor, streams=4, max_wait_ms=100)
+    model = SharedModel(predictor, max_wait_ms=0)
+    Streams(model, rows(predictor, 3), [0.0, 0.0, 0.0])  # three streams, then silent
+    model.wait.max_wait_ms = 100
     t0 = time.monotonic()
-    model.run(batch)  # three streams never come: it runs alone after 100 ms
-    assert time.monotonic() - t0 >= 0.1 and model.stats.batch_sizes == {1: 1}
-    alone = SharedModel(predictor, streams=1, max_wait_ms=10_000)
+    model.run(rows(predictor, 1)[0])  # the others do not come: alone after 100 ms
+    assert time.monotonic() - t0 >= 0.1
+    alone = SharedModel(predictor, max_wait_ms=10_000)
     t0 = time.monotonic()
-    alone.run(batch)  # one stream has nobody to wait for
+    alone.run(rows(predictor, 1)[0])  # no other stream: nobody to wait for
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_stream_that_stopped_calling_is_not_waited_for(
+    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_wait, "ACTIVE_S", 0.2)
+    model = SharedModel(predictor, max_wait_ms=0)
+    Streams(model, rows(predictor, 2), [0.0, 0.0])
+    model.wait.max_wait_ms = 10_000
+    time.sleep(0.3)  # both fall silent: neither is a stream any more
+    t0 = time.monotonic()
+    model.run(rows(predictor, 1)[0])
     assert time.monotonic() - t0 < 5
 
 
@@ -207,53 +268,75 @@ def test_a_stream_in_a_run_is_not_waited_for(predictor: Predictor) -> None:
     """Two streams, two runs at once: while one stream's run is held, the other's call
     runs at once instead of waiting for a stream that cannot come."""
     first, second = rows(predictor, 2)
-    model = SharedModel(predictor, max_runs=2, streams=2, max_wait_ms=0)
-    gate, original = threading.Event(), predictor._run_checked
-    predictor._run_checked = lambda inputs: (gate.wait(10), original(inputs))[1]
+    model = SharedModel(predictor, max_runs=2, max_wait_ms=10_000)
+    entered, gate, original = threading.Event(), threading.Event(), predictor._run_checked
+    calls = itertools.count()
+
+    def held_once(inputs: dict[str, np.ndarray]):
+        if next(calls) == 0:
+            entered.set()
+            gate.wait(10)
+        return original(inputs)
+
+    predictor._run_checked = held_once
     held, _ = call_in_thread(model, first)
-    wait_until(lambda: model._running == 1 and not model._gathering)
-    del predictor._run_checked
-    model.max_wait_ms = 10_000  # from now on, a wait would be as long as the test
+    assert entered.wait(5)
     thread, out = call_in_thread(model, second)
     thread.join(5)
-    assert out and not thread.is_alive() and held.is_alive()
+    assert out and held.is_alive()
     gate.set()
     held.join(10)
+    del predictor._run_checked
     assert model.stats.batch_sizes == {1: 2}
 
 
-def test_an_interrupted_wait_gives_its_slot_back(predictor: Predictor) -> None:
-    """Ctrl-C while a leader waits for company (the main thread's wait raises): the call
-    fails with it, and the next call runs instead of waiting for the slot forever."""
-    batch = rows(predictor, 1)[0]
-    model = SharedModel(predictor, streams=2, max_wait_ms=10_000)
-    model._gather = lambda: (_ for _ in ()).throw(KeyboardInterrupt)  # an instance attribute
+def test_two_runs_at_once_share_the_streams(predictor: Predictor) -> None:
+    """Four streams, two runs at once: each run takes half of them, so both cores get
+    a batch, instead of the first run taking all four."""
+    model = SharedModel(predictor, max_runs=2, max_wait_ms=0)
+    streams = Streams(model, rows(predictor, 4), [0.0, 0.0, 0.0, 0.0])
+    before = dict(model.stats.batch_sizes)
+    model.wait.max_wait_ms = 10_000
+    assert streams.go(held=model._cond) < 5
+    assert batches_since(model, before) == {2: 2}
+
+
+def test_an_interrupted_wait_leaves_nothing_behind(predictor: Predictor) -> None:
+    """Ctrl-C while the main thread leads and waits for company: the call ends with it,
+    its rows are never run, and the next call finds the slot free."""
+    model = SharedModel(predictor, max_wait_ms=0)
+    Streams(model, rows(predictor, 1), [0.0])  # another stream, which will not call again
+    model.wait.max_wait_ms = 10_000
+    runs = model.stats.runs
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
     with pytest.raises(KeyboardInterrupt):
-        model.run(batch)
-    del model._gather
-    model.max_wait_ms = 0
-    thread, out = call_in_thread(model, batch)
+        model.run(rows(predictor, 1)[0])
+    timer.join()
+    assert not model._pending and model._running == 0 and not model._gathering
+    assert model.stats.runs == runs  # the interrupted call was not run for nobody
+    model.wait.max_wait_ms = 0
+    thread, out = call_in_thread(model, rows(predictor, 1)[0])
     thread.join(5)
-    assert out and model._running == 0 and not model._gathering
+    assert out and model.stats.runs == runs + 1
 
 
-def test_the_automatic_wait_is_half_the_run_time_under_load(predictor: Predictor) -> None:
-    batch = rows(predictor, 1)[0]
-    model = SharedModel(predictor)  # one stream: it never waits, but says how long it would
-    assert model.wait_ms == 0  # no run yet: nothing to go by
-    original = predictor._run_checked
-    predictor._run_checked = lambda inputs: (time.sleep(0.04), original(inputs))[1]
-    for _ in range(30):  # busy all the time, 1.2 s: two load windows
-        model.run(batch)
-    # The average follows the runs (at least 40 ms each): 30 runs bring it within 5 %.
-    assert model.load.load >= 0.5 and 0.95 * 20 <= model.wait_ms <= 40
-    for _ in range(6):  # busy a sixth of the time: no wait, it would only add latency
-        time.sleep(0.2)
-        model.run(batch)
-    del predictor._run_checked
-    assert model.load.load < 0.5 and model.wait_ms == 0
+def test_the_automatic_wait_follows_the_models_load() -> None:
+    wait = BatchWait(slots=1)
+    assert wait.wait_s(time.monotonic()) == 0  # no run yet: nothing to go by
+    start = time.monotonic()  # the runs below are made up, on the clock BatchWait reads
+    for i in range(20):  # busy all the time for 1 s: 50 ms runs back to back
+        wait.ran(start + i * 0.05, start + (i + 1) * 0.05)
+    now = start + 1.0
+    assert wait.load(now) == pytest.approx(1.0, abs=0.01)
+    assert wait.wait_s(now) == pytest.approx(0.025)
+    assert wait.wait_s(now + 0.6) == 0  # 0.6 s without a run: idle, so no wait
+    for i in range(4):  # then one 50 ms run every 0.25 s: a fifth of the time
+        wait.ran(now + 0.6 + i * 0.25, now + 0.65 + i * 0.25)
+    assert wait.load(now + 1.6) < 0.5 and wait.wait_s(now + 1.6) == 0
+    assert BatchWait(1, max_wait_ms=3).wait_s(now) == 0.003  # a fixed wait, at any load
     with pytest.raises(ValueError, match="max_wait_ms"):
-        SharedModel(predictor, max_wait_ms=-1)
+        BatchWait(1, max_wait_ms=-1)
 
 
 # ---------------------------------------------------------------------- several streams
