@@ -230,7 +230,7 @@ def default_runs(config: MultiConfig) -> int:
     """Model runs at once by default: a core per ONNX Runtime thread, so one run when it
     has every core (threads 0). On the 2-core machine, 4 streams and a model that is the
     bottleneck, one two-thread run of 4 gathered rows gave 1.9-2.2x the results of 4 separate
-    processes, two one-thread runs of 2 rows 1.7x (benchmarks/multi_stream.py)."""
+    processes, two one-thread runs of 2 rows 1.70x (benchmarks/multi_stream.py)."""
     cores = os.cpu_count() or 1
     return max(1, cores // config.threads) if config.threads > 0 else 1
 
