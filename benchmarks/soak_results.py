@@ -11,6 +11,7 @@ import numpy as np
 from soak_record import Raw
 
 # stderr's kinds of line counted per fault (tracebacks are counted for the whole run).
+LIBJPEG_ERRORS = ("Corrupt JPEG data", "Premature end of JPEG", "Invalid JPEG", "Not a JPEG")
 ERR_KINDS = ("camera_warning", "audio_warning", "decoder_error", "stream_timeout")
 
 
@@ -61,8 +62,8 @@ def classify(line: str) -> str | None:
         return "camera_warning"
     if "fusionedge.runtime.audio" in line:
         return "audio_warning"
-    if line.startswith("[mjpeg @") or "[mjpeg @" in line:
-        return "decoder_error"
+    if "[mjpeg @" in line or line.startswith(LIBJPEG_ERRORS):
+        return "decoder_error"  # FFmpeg's decoder, or libjpeg's (runtime/mjpeg.py)
     if "Stream timeout triggered" in line:
         return "stream_timeout"
     return None

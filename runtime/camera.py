@@ -7,8 +7,10 @@ machine came to 5.7 ms p50 and 15.7 ms p95 after the frame was made
 The live loop takes whatever is newest and never queues. A stream that fails is
 released and reopened with exponential backoff; a stream that keeps delivering the same
 picture (some backends repeat the last frame after a USB unplug) stops being published,
-so the loop sees the image go stale and marks it missing. cv2 is imported when the source
-starts, not before.
+so the loop sees the image go stale and marks it missing. MJPEG from a URL or a file is
+decoded one JPEG at a time with libjpeg, as the training images were (runtime/mjpeg.py):
+each frame keeps its own size, and a frame that is not a whole JPEG is skipped. cv2 is
+imported when the source starts, not before.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fusionedge.runtime.capture import CaptureSource, CaptureStats
+from fusionedge.runtime.mjpeg import JpegFrames, hands_over_jpegs
 
 if TYPE_CHECKING:
     import cv2
@@ -51,12 +54,14 @@ class Frame:
 @dataclass
 class CameraStats(CaptureStats):
     """Counters since start: frames captured, frames replaced before anyone took them,
-    and frames withheld as frozen (identical to the one before); besides opens, reopen
-    attempts (after a failed open, a capture error or a stream that stopped) and errors."""
+    and frames withheld as frozen (identical to the one before) or corrupt (an MJPEG
+    frame that is not a whole JPEG); besides opens, reopen attempts (after a failed open,
+    a capture error or a stream that stopped) and errors."""
 
     frames: int = 0
     dropped: int = 0
     frozen: int = 0
+    corrupt: int = 0
 
 
 def _is_url(source: int | str) -> bool:
@@ -138,6 +143,10 @@ class CameraSource(CaptureSource):
         self._new = threading.Condition()
         self._index = 0  # of the next frame, across reopens
         self._preparer: Callable[[np.ndarray], np.ndarray] | None = None
+        # MJPEG through FFmpeg is read as JPEGs and decoded here (runtime/mjpeg.py), unless
+        # a stream's JPEGs turned out not to decode alone.
+        self._jpegs_wanted = not isinstance(self.source, int)
+        self._jpegs = False
 
     @property
     def ends(self) -> bool:
@@ -202,6 +211,7 @@ class CameraSource(CaptureSource):
                 ],
             )
         if cap.isOpened():
+            self._jpegs = self._jpegs_wanted and hands_over_jpegs(cap)
             return cap
         cap.release()
         return None
@@ -236,11 +246,19 @@ class CameraSource(CaptureSource):
         pace = _FilePace(cap.get(5) if self.is_file and self.realtime else 0.0)  # CAP_PROP_FPS
         repeats = _Repeats()
         watch_freeze = isinstance(self.source, int) and self.frozen_after > 0
+        jpegs = JpegFrames(self.source, self.stats, self._note) if self._jpegs else None
         while not self._stop.is_set():
             ok, image = cap.read()
             if not ok:
                 self._ended()
                 return
+            if jpegs is not None:
+                image = jpegs.decode(image)
+                if image is None:
+                    if jpegs.undecodable:  # no frame of this stream decodes alone
+                        self._jpegs_wanted = False
+                        return
+                    continue
             pace.wait(self._stop)
             t_ns = time.monotonic_ns()
             if watch_freeze and repeats.see(image) >= self.frozen_after:

@@ -10,8 +10,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from live_helpers import MjpegServer, frame_number, wait_for, write_avi
+from live_helpers import (
+    FaultyMjpegServer,
+    MjpegServer,
+    frame_number,
+    textured_jpegs,
+    wait_for,
+    write_avi,
+)
 
+from fusionedge.runtime import mjpeg
 from fusionedge.runtime.camera import CameraSource, Frame
 
 FPS = 15.0
@@ -362,3 +370,85 @@ def test_a_frame_the_preparer_fails_on_is_published_unprepared(avi: Path) -> Non
     assert len(frames) + camera.stats.dropped == FRAMES
     assert all(f.prepared is None and f.prepared_by is None for f in frames)
     assert camera.stats.errors == []
+
+
+# ---------------------------------------------------------------------- MJPEG, one JPEG at a time
+
+
+def mjpeg_file(path: Path, frames: list[bytes]) -> Path:
+    """A raw .mjpeg file: the JPEGs back to back, as an MJPEG camera sends them."""
+    path.write_bytes(b"".join(frames))
+    return path
+
+
+def test_a_stream_that_changes_size_keeps_each_frames_size(tmp_path: Path) -> None:
+    """FFmpeg's own decoding would scale the 1280x720 frames to the 640x480 of the open
+    (checked below): decoded one JPEG at a time, each keeps its size."""
+    small, large = textured_jpegs((640, 480), 3), textured_jpegs((1280, 720), 3, seed=1)
+    path = mjpeg_file(tmp_path / "sizes.mjpeg", small + large + small)
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    assert {cap.read()[1].shape for _ in range(9)} == {(480, 640, 3)}  # what FFmpeg does
+    cap.release()
+    with CameraSource(str(path), realtime=False) as camera:
+        frames = take_all(camera, 5.0)
+    assert camera.stats.frames == 9 and camera.stats.corrupt == 0
+    sizes = [f.image.shape[:2] for f in frames]
+    assert (720, 1280) in sizes and sizes[0] == (480, 640) and sizes[-1] == (480, 640)
+    expected = cv2.imdecode(np.frombuffer(large[0], np.uint8), cv2.IMREAD_COLOR)
+    assert any(np.array_equal(f.image, expected) for f in frames)  # libjpeg's own pixels
+
+
+def test_a_stream_whose_jpegs_never_decode_falls_back_to_ffmpeg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some cameras' JPEGs lack tables FFmpeg fills in; libjpeg alone is made to fail
+    here, and after GIVE_UP_AFTER frames the camera reopens with FFmpeg decoding."""
+    path = mjpeg_file(tmp_path / "plain.mjpeg", textured_jpegs((320, 240), 4) * 5)
+    monkeypatch.setattr(mjpeg, "whole_jpeg", lambda data: False)
+    with CameraSource(str(path), realtime=False) as camera:
+        frames = take_all(camera, 5.0)
+    limit = mjpeg.GIVE_UP_AFTER
+    assert camera.stats.corrupt == limit and camera.stats.frames == 20, camera.stats
+    assert len(frames) >= 1 and frames[-1].image.shape == (240, 320, 3)
+    assert any("do not decode alone" in e for e in camera.stats.errors)
+
+
+def test_http_stream_changes_size_and_corrupt_frames_are_skipped() -> None:
+    """A network camera, where each frame is its own part of the HTTP response: sizes
+    follow the camera, and truncated and garbage frames are counted and not published
+    (a raw .mjpeg file cannot hold them apart: its parser splits at the JPEG markers)."""
+    server = FaultyMjpegServer(fps=30.0, size=(320, 240), sizes=((640, 360),)).start()
+    try:
+        with CameraSource(server.url, timeout_ms=1000) as camera:
+            assert wait_for(lambda: camera.stats.frames >= 5, 5.0), camera.stats
+            server.size = (640, 360)
+            assert wait_for(lambda: camera.latest().image.shape == (360, 640, 3), 3.0)
+            server.corrupt = True
+            assert wait_for(lambda: camera.stats.corrupt >= 4, 5.0), camera.stats
+            server.corrupt = False
+            frames = camera.stats.frames
+            assert wait_for(lambda: camera.stats.frames >= frames + 5, 5.0), camera.stats
+            assert camera.latest().image.shape == (360, 640, 3)
+    finally:
+        server.kill()
+    # Truncated and garbage frames are caught; a bit-flipped one still decodes (no checksum).
+    assert server.sent_by_kind.get("truncated", 0) + server.sent_by_kind.get("garbage", 0) >= 4
+
+
+def test_memory_is_handed_back_once_large_frames_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert mjpeg._malloc_trim() is not None  # glibc here: the real one is found
+    trims: list[int] = []
+    monkeypatch.setattr(mjpeg, "_malloc_trim", lambda: trims.append)
+    memory = mjpeg.FrameMemory()
+    small, large = 640 * 480 * 3, 3840 * 2160 * 3
+    for nbytes in [small] * 100:  # never a large frame: nothing to hand back
+        memory.saw(nbytes)
+    assert trims == []
+    for nbytes in [large] * 5 + [small] * (mjpeg.TRIM_AFTER_SMALL - 1):
+        memory.saw(nbytes)
+    assert trims == []  # the last large frames may still be held
+    memory.saw(small)
+    assert trims == [0]
+    for nbytes in [small] * 100:  # once per burst, not once per frame
+        memory.saw(nbytes)
+    assert trims == [0]
