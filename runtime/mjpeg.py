@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     import cv2
 
 GIVE_UP_AFTER = 10  # frames in a row, none decoded since the open: not for libjpeg
-# Frames this large leave freed blocks that glibc keeps (see FrameMemory); a 1080p frame
-# is 6.2 MB, a 4K one 24.9 MB.
-LARGE_FRAME_BYTES = 8 << 20
+# A size drop from frames this large is worth a trim (see FrameMemory); a 640x480 frame is
+# 0.9 MB, 1280x720 2.8 MB, 4K 24.9 MB.
+LARGE_FRAME_BYTES = 2 << 20
 TRIM_AFTER_SMALL = 30  # frames, 1 s at 30 fps: the large ones are no longer referenced
 
 
@@ -96,22 +96,26 @@ class FrameMemory:
     glibc serves a freed block's size from its heap from then on (its mmap threshold
     follows the largest block freed, up to 32 MB) and keeps what is freed there. After a
     burst of 4K frames that held ~50 MB in the capture thread's heap for as long as the
-    process ran (benchmarks/soak.py). Once TRIM_AFTER_SMALL smaller frames have followed
-    a large one, malloc_trim hands the free pages back; a no-op without glibc."""
+    process ran (benchmarks/soak.py). Once TRIM_AFTER_SMALL frames of at most half the
+    largest since the last trim have followed it (the large ones are no longer held),
+    malloc_trim hands the free pages back; a no-op without glibc. A stream of one size
+    never trims."""
 
     def __init__(self) -> None:
-        self.small_since_large: int | None = None  # None: no large frame to clean up after
+        self.largest = 0  # bytes, since the last trim
+        self.smaller = 0  # frames in a row of at most half that
 
     def saw(self, nbytes: int) -> None:
-        if nbytes >= LARGE_FRAME_BYTES:
-            self.small_since_large = 0
-        elif self.small_since_large is not None:
-            self.small_since_large += 1
-            if self.small_since_large >= TRIM_AFTER_SMALL:
-                self.small_since_large = None
-                trim = _malloc_trim()
-                if trim is not None:
-                    trim(0)
+        if nbytes > self.largest // 2:
+            self.largest = max(self.largest, nbytes)
+            self.smaller = 0
+            return
+        self.smaller += 1
+        if self.smaller >= TRIM_AFTER_SMALL and self.largest >= LARGE_FRAME_BYTES:
+            self.largest, self.smaller = nbytes, 0
+            trim = _malloc_trim()
+            if trim is not None:
+                trim(0)
 
 
 @functools.cache
