@@ -153,11 +153,7 @@ def test_the_page_shows_live_frames_and_follows_the_results(
             # (polled from Python: the page's CSP forbids the eval wait_for_function uses)
             shown = lambda: int(page.get_attribute("#frame", "data-frames"))  # noqa: E731
             assert wait_for(lambda: shown() >= 5, 15.0), shown()
-            size = page.evaluate(
-                "(() => { const i = document.getElementById('frame');"
-                " return [i.naturalWidth, i.naturalHeight]; })()"
-            )
-            assert size == [640, 480], size
+            assert frame_size(page) == [640, 480]
             # ... and they change over time (the test camera's colour steps every frame).
             digests, counts = [], []
             for _ in range(4):
@@ -231,6 +227,20 @@ PIXEL_DIGEST = """(async () => {
   for (let i = 0; i < d.length; i += 97) h = (h * 31 + d[i]) >>> 0;
   return h;
 })()"""
+
+
+def frame_size(page) -> list[int]:
+    """The frame's natural size, asked again while a new frame is swapped in (0 x 0
+    until it has decoded, as pixel_digest meets it)."""
+    for _ in range(50):
+        size = page.evaluate(
+            "(() => { const i = document.getElementById('frame');"
+            " return [i.naturalWidth, i.naturalHeight]; })()"
+        )
+        if size != [0, 0]:
+            return size
+        time.sleep(0.02)
+    raise AssertionError("the frame never had a size for 1 s")
 
 
 def pixel_digest(page) -> int:
