@@ -78,14 +78,18 @@ def l4t_release(machine: Machine) -> str | None:
     return match.group(1) if match else None
 
 
+def cuda_driver_library() -> str:
+    """The file name of the NVIDIA driver's CUDA library on this platform."""
+    return {"Windows": "nvcuda.dll", "Darwin": "libcuda.dylib"}.get(
+        platform.system(), "libcuda.so.1"
+    )
+
+
 def cuda_driver() -> dict[str, Any]:
     """What libcuda.so.1 (the driver's CUDA library) says: loadable, the CUDA version it
     supports, and the GPUs it sees (cuInit + cuDeviceGet*, no nvidia-smi needed)."""
-    name = {"Windows": "nvcuda.dll", "Darwin": "libcuda.dylib"}.get(
-        platform.system(), "libcuda.so.1"
-    )
     try:
-        lib = ctypes.CDLL(name)
+        lib = ctypes.CDLL(cuda_driver_library())
     except OSError as e:
         return {"loadable": False, "error": str(e)}
     version = ctypes.c_int(0)

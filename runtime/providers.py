@@ -10,8 +10,9 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import sys
 from collections.abc import Sequence
+
+from fusionedge.runtime.machine import cuda_driver_library
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,8 @@ def check_active(requested: list[str], active: list[str], strict: bool) -> list[
 @functools.cache
 def nvidia_driver_loads() -> bool:
     """Whether the NVIDIA driver's CUDA library (libcuda.so.1, nvcuda.dll) loads here."""
-    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
     try:
-        ctypes.CDLL(name)
+        ctypes.CDLL(cuda_driver_library())
     except OSError:
         return False
     return True
