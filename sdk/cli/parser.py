@@ -235,6 +235,22 @@ def add_bench(sub: Subparsers) -> None:
 def add_run(sub: Subparsers) -> None:
     p = sub.add_parser("run", help="live inference on a camera, a microphone and text")
     p.add_argument("model", help="a .onnx file or a split model's folder (fusionedge export)")
+    _add_run_sources(p)
+    _add_run_batching(p)
+    _add_run_outputs(p)
+    _add_run_pacing(p)
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="ONNX Runtime threads (default: 1 with one --camera/--mic stream, for latency; "
+        "with several or with --streams, 0: every core, for one batched run at a time)",
+    )
+    p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
+    p.set_defaults(run_command=live_commands.cmd_run)
+
+
+def _add_run_sources(p: argparse.ArgumentParser) -> None:
+    """run: the cameras and microphones, one stream or several."""
     p.add_argument(
         "--camera",
         action="append",
@@ -253,6 +269,10 @@ def add_run(sub: Subparsers) -> None:
         help='several streams from a JSON list of {"camera": ..., "mic": ...} (instead of '
         "--camera/--mic; needs --headless)",
     )
+
+
+def _add_run_batching(p: argparse.ArgumentParser) -> None:
+    """run with several streams: how their model calls are batched (SharedModel)."""
     p.add_argument(
         "--max-batch",
         type=int,
@@ -272,6 +292,10 @@ def add_run(sub: Subparsers) -> None:
         "calls, at any load (default: half the model's recent run time while it is busy at "
         "least half the time, else none; 0: never wait)",
     )
+
+
+def _add_run_outputs(p: argparse.ArgumentParser) -> None:
+    """run: the text input, where results go and how long it runs."""
     p.add_argument("--text", help="a fixed text, or - to read lines from stdin")
     p.add_argument("--headless", action="store_true", help="JSON lines on stdout, no window")
     p.add_argument("--jsonl", help="also append the JSON lines to this file")
@@ -287,6 +311,10 @@ def add_run(sub: Subparsers) -> None:
         help="also serve a live web view (page, /api/latest, /api/stream, /stream.mjpg) on "
         "this port; a bare PORT listens on 127.0.0.1 only. Works with --headless",
     )
+
+
+def _add_run_pacing(p: argparse.ArgumentParser) -> None:
+    """run: how often it predicts and how it judges its inputs (LiveOptions)."""
     p.add_argument(
         "--rate",
         type=float,
@@ -307,14 +335,6 @@ def add_run(sub: Subparsers) -> None:
         default=100.0,
         help="split models: re-encode audio after this much new audio (default 100)",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="ONNX Runtime threads (default: 1 with one --camera/--mic stream, for latency; "
-        "with several or with --streams, 0: every core, for one batched run at a time)",
-    )
-    p.add_argument("--providers", default="auto", help="auto (default), cpu or cuda")
-    p.set_defaults(run_command=live_commands.cmd_run)
 
 
 def add_record(sub: Subparsers) -> None:
